@@ -1,0 +1,3 @@
+"""asciiray: variational autoencoders of ASCII art, trained on Ray."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from asciiray.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""The `asciiray` command: one entry point, a subcommand per workflow.
+
+Each command module registers its own parser and keeps heavy imports (torch,
+ray) inside the function it runs, so `asciiray --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from asciiray.errors import UserError
+
+COMMAND_MODULES = ["corpus"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asciiray",
+        description="Train variational autoencoders of ASCII art on Ray (local, single GPU or cluster).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"asciiray.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"asciiray: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("asciiray: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
