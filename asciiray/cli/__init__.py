@@ -1,19 +1,19 @@
 """The `asciiray` command: one entry point, a subcommand per workflow.
 
-Each command module registers its own parser and keeps heavy imports (torch,
-ray) inside the function it runs, so `asciiray --help` answers at once.
+Every module of this package is a command group: it defines `register(subparsers)`,
+which adds its parser(s) and sets `func`. Modules keep heavy imports (torch, ray)
+inside the function they run, so `asciiray --help` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import logging
 import sys
 
 from asciiray.errors import UserError
-
-COMMAND_MODULES = ["corpus"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"asciiray.cli.{name}").register(sub)
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}").register(sub)
     return parser
 
 
