@@ -1,0 +1,105 @@
+"""The corpus as Ray Data datasets of uint8 code grids.
+
+The driver scans the small columns (id, height, width) first, so that a corpus
+with no usable piece fails before any worker starts and the number of pieces
+left out for not fitting the grid is reported, not silently dropped. Ray Data
+then streams the text column, encodes each piece to an S x S uint8 grid and
+splits train/validation by id, so a piece never changes split when the corpus
+grows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from asciiray import charset, corpus, storage
+from asciiray.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CorpusPlan:
+    """What the driver learned about a corpus before training."""
+
+    uri: str
+    rows: int
+    fitting: int
+    over_grid: int
+    train: int
+    val: int
+    char_freq: list[float]
+    id_cutoff: str | None = None
+
+
+def plan(uri: str, grid: int, validation_prop: float, max_pieces: int | None = None) -> CorpusPlan:
+    """Counts per split and character frequencies of the pieces that fit `grid`."""
+    table = corpus.read_table(uri, columns=["id", "text", "height", "width"])
+    if table.num_rows == 0:
+        raise UserError(f"corpus {uri} is empty: build one with `asciiray corpus build`")
+    fits = pc.and_(pc.less_equal(table["height"], grid), pc.less_equal(table["width"], grid))
+    kept = table.filter(fits)
+    if kept.num_rows == 0:
+        raise UserError(f"corpus {uri}: none of its {table.num_rows} pieces fits a {grid}x{grid} grid; "
+                        f"use a preset with a larger grid or another corpus")
+    id_cutoff = None
+    if max_pieces and max_pieces < kept.num_rows:
+        kept = kept.sort_by("id").slice(0, max_pieces)
+        id_cutoff = kept["id"][-1].as_py()
+    is_val = corpus.validation_mask(kept["id"].to_numpy(zero_copy_only=False), validation_prop)
+    n_val = int(is_val.sum())
+    if n_val == 0 or n_val == kept.num_rows:
+        raise UserError(f"corpus {uri}: --validation-prop {validation_prop} leaves "
+                        f"{kept.num_rows - n_val} training and {n_val} validation pieces; "
+                        f"use a larger corpus or a proportion between 0 and 1")
+    freq = corpus.char_frequencies(kept.filter(pa.array(~is_val)))
+    fitting = int(pc.sum(fits).as_py())
+    return CorpusPlan(uri=uri, rows=table.num_rows, fitting=fitting, over_grid=table.num_rows - fitting,
+                      train=kept.num_rows - n_val, val=n_val, char_freq=[float(x) for x in freq],
+                      id_cutoff=id_cutoff)
+
+
+class _Encode:
+    """Ray Data map: keep one split's pieces that fit and encode them to grids."""
+
+    def __init__(self, grid: int, validation_prop: float, want_val: bool, id_cutoff: str | None) -> None:
+        self.grid, self.prop, self.want_val, self.id_cutoff = grid, validation_prop, want_val, id_cutoff
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        fits = (batch["height"] <= self.grid) & (batch["width"] <= self.grid)
+        keep = fits & (corpus.validation_mask(batch["id"], self.prop) == self.want_val)
+        if self.id_cutoff is not None:
+            keep &= batch["id"].astype(str) <= self.id_cutoff
+        texts = batch["text"][keep]
+        codes = np.zeros((len(texts), self.grid, self.grid), dtype=np.uint8)
+        for i, text in enumerate(texts):
+            codes[i] = charset.encode(str(text), self.grid)
+        return {"codes": codes}
+
+
+def datasets(p: CorpusPlan, grid: int, validation_prop: float) -> dict:
+    """{'train', 'val'} Ray datasets with one column `codes` (uint8 [grid, grid])."""
+    import ray.data
+
+    fs, _ = storage.filesystem(p.uri)
+    paths = [storage.filesystem(u)[1] for u in corpus.shard_uris(p.uri)]
+    base = ray.data.read_parquet(paths, filesystem=fs, columns=["id", "text", "height", "width"])
+    return {
+        name: base.map_batches(_Encode(grid, validation_prop, name == "val", p.id_cutoff), batch_format="numpy")
+        for name in ("train", "val")
+    }
+
+
+def validation_pieces(uri: str, grid: int, validation_prop: float, n: int) -> list[str]:
+    """The first `n` validation pieces (in id order) that fit the grid: a stable sample to show."""
+    table = corpus.read_table(uri, columns=["id", "text", "height", "width"])
+    fits = pc.and_(pc.less_equal(table["height"], grid), pc.less_equal(table["width"], grid))
+    table = table.filter(fits)
+    val = table.filter(pa.array(corpus.validation_mask(table["id"].to_numpy(zero_copy_only=False),
+                                                       validation_prop)))
+    return val.sort_by("id")["text"].to_pylist()[:n]

@@ -1,0 +1,172 @@
+"""Glyph atlas and the renderers that turn character grids into images.
+
+Images use ink = 1 on background = 0 everywhere in the library, so a rendered
+grid is an ink map a loss can compare; only `save_png` flips it to dark ink on
+white paper for people.
+
+The atlas comes from DejaVu Sans Mono as shipped inside matplotlib, rasterised
+with Pillow/FreeType, so no system font is needed and every machine renders
+the same pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from asciiray import storage
+from asciiray.charset import ALPHABET, NUM_CHARS, SPACE
+from asciiray.errors import UserError
+
+FONT_PATH = Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSansMono.ttf"
+
+# Glyphs are drawn this many times larger than the cell, then area-averaged down,
+# so small cells get anti-aliased shapes instead of FreeType's hinted pixel soup.
+_SUPERSAMPLE = 8
+
+
+@functools.lru_cache(maxsize=None)
+def glyph_atlas(font_res: int = 8, font_zoom: float = 1.0) -> torch.Tensor:
+    """[95, r, r] float32 ink maps in [0, 1]; glyph i is chr(i + 32). Cached: do not mutate.
+
+    One character cell of the font (advance width x line height) is stretched
+    to fill the square r x r cell, because grids are rendered on square cells;
+    `font_zoom` scales the glyph about the cell centre (above 1 it is cropped).
+    """
+    if int(font_res) != font_res or font_res < 2:
+        raise UserError(f"font_res = {font_res!r} is too small: use an integer of at least 2 pixels per cell")
+    if not font_zoom > 0:
+        raise UserError(f"font_zoom = {font_zoom!r} must be positive: use e.g. 1.0")
+    height = font_res * _SUPERSAMPLE
+    unit = ImageFont.truetype(str(FONT_PATH), 1000)
+    ascent, descent = unit.getmetrics()
+    size = height * 1000 / (ascent + descent)
+    width = max(1, round(unit.getlength("M") * size / 1000))
+    font = ImageFont.truetype(str(FONT_PATH), max(1, round(size * font_zoom)))
+    glyphs = np.zeros((NUM_CHARS, font_res, font_res), dtype=np.float32)
+    for code, char in enumerate(ALPHABET):
+        if code == SPACE:
+            continue
+        canvas = Image.new("L", (width, height), 0)
+        # Anchor "mm": the middle of the advance and of ascender..descender, i.e. the cell centre.
+        ImageDraw.Draw(canvas).text((width / 2, height / 2), char, fill=255, font=font, anchor="mm")
+        small = canvas.resize((font_res, font_res), Image.Resampling.BOX)
+        glyphs[code] = np.asarray(small, dtype=np.float32) / 255.0
+    return torch.from_numpy(glyphs)
+
+
+def render_codes(codes: torch.Tensor, atlas: torch.Tensor) -> torch.Tensor:
+    """Images [B, S*r, S*r] of code grids [B, S, S]: each cell gets its glyph."""
+    b, s, _ = codes.shape
+    r = atlas.shape[-1]
+    tiles = atlas.to(codes.device)[codes.long()]  # [B, S, S, r, r]
+    return tiles.permute(0, 1, 3, 2, 4).reshape(b, s * r, s * r)
+
+
+def render_probs(probs: torch.Tensor, atlas: torch.Tensor) -> torch.Tensor:
+    """Images [B, S*r, S*r] of per-cell character distributions [B, 95, S, S], in fp32.
+
+    Each cell is the probability-weighted sum of the glyphs, so the image is an
+    exactly differentiable (linear) function of `probs`; one-hot input gives
+    the same image as `render_codes`.
+    """
+    b, c, s, _ = probs.shape
+    r = atlas.shape[-1]
+    with torch.autocast(device_type=probs.device.type, enabled=False):
+        flat = probs.float().permute(0, 2, 3, 1).reshape(-1, c)
+        tiles = flat @ atlas.to(probs.device, torch.float32).reshape(c, r * r)
+    return tiles.reshape(b, s, s, r, r).permute(0, 1, 3, 2, 4).reshape(b, s * r, s * r)
+
+
+class Renderer(torch.nn.Module):
+    """Maps character distributions [B, 95, S, S] to ink images [B, S*r, S*r]."""
+
+    differentiable: bool = False
+
+    def __init__(self, font_res: int, font_zoom: float = 1.0) -> None:
+        super().__init__()
+        self.font_res = font_res
+        self.font_zoom = font_zoom
+        # A copy, so moving or editing the module never touches the shared cache.
+        self.register_buffer("atlas", glyph_atlas(font_res, font_zoom).clone(), persistent=False)
+
+    def _check(self, probs: torch.Tensor) -> None:
+        if probs.dim() != 4 or probs.shape[1] != NUM_CHARS:
+            raise ValueError(f"expected character scores of shape [B, {NUM_CHARS}, S, S], got {list(probs.shape)}")
+
+    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DiscreteRenderer(Renderer):
+    """The glyph of each cell's most likely character: what a reader sees; no gradient."""
+
+    differentiable = False
+
+    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+        self._check(probs)
+        return render_codes(probs.argmax(1), self.atlas)
+
+
+class ContinuousRenderer(Renderer):
+    """Probability-weighted glyphs: an exactly differentiable stand-in for the discrete one."""
+
+    differentiable = True
+
+    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+        self._check(probs)
+        return render_probs(probs, self.atlas)
+
+
+_RENDERERS: dict[str, type[Renderer]] = {"continuous": ContinuousRenderer, "discrete": DiscreteRenderer}
+
+
+def renderer_choices() -> list[str]:
+    """The renderer specs `make_renderer` accepts, for help texts and error messages."""
+    return list(_RENDERERS)
+
+
+def make_renderer(spec: str, font_res: int, font_zoom: float = 1.0) -> Renderer:
+    """The renderer named by a spec string from the config or command line."""
+    cls = _RENDERERS.get(spec)
+    if cls is None:
+        raise UserError(f"renderer '{spec}' is unknown: use one of {', '.join(renderer_choices())}")
+    return cls(font_res, font_zoom)
+
+
+def _to_numpy(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(image, torch.Tensor):
+        image = image.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(image, dtype=np.float32)
+
+
+def save_png(path: str, image: np.ndarray | torch.Tensor) -> None:
+    """Write an ink image [H, W] in [0, 1] as an 8-bit grayscale PNG, dark ink on white.
+
+    `path` may be a local path or an s3:// URI.
+    """
+    array = _to_numpy(image)
+    if array.ndim != 2:
+        raise ValueError(f"expected an image of shape [H, W], got {list(array.shape)}")
+    pixels = np.round((1.0 - np.clip(array, 0.0, 1.0)) * 255.0).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    storage.write_bytes(path, buffer.getvalue())
+
+
+def pair_image(input_codes: np.ndarray | torch.Tensor, recon_codes: np.ndarray | torch.Tensor,
+               atlas: torch.Tensor) -> np.ndarray:
+    """Input and reconstruction [S, S] rendered side by side, split by a thin ink line.
+
+    Returns a float32 ink image [S*r, 2*S*r + border] in [0, 1].
+    """
+    images = [render_codes(torch.as_tensor(c).to("cpu").long().unsqueeze(0), atlas.cpu())[0]
+              for c in (input_codes, recon_codes)]
+    border = torch.ones(images[0].shape[0], max(1, atlas.shape[-1] // 4))
+    return torch.cat([images[0], border, images[1]], dim=1).numpy()

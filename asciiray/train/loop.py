@@ -1,0 +1,245 @@
+"""The training loop every model family shares, run inside each Ray Train worker.
+
+A `Task` says what a model is, where its batches come from and how a batch
+becomes a loss; this module does the rest once: devices and DDP, precision,
+Adam, gradient clipping, skipped non-finite steps, metric reduction across
+workers, TensorBoard, and checkpoints reported to Ray Train together with the
+metrics of their epoch (so a restarted worker group resumes exactly there).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from asciiray import storage
+from asciiray.train import checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised inside the loop when non-finite steps persist; the run stops cleanly."""
+
+
+class Task:
+    """One model family's part of a run. Subclasses fill in the model and the losses."""
+
+    name = "task"
+
+    def __init__(self, config: dict[str, Any], device: torch.device) -> None:
+        self.config, self.device = config, device
+
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def batches(self, split: str, epoch: int) -> Iterable[Any]:
+        """Batches of this worker's shard of `split` ('train' or 'val'), on the device."""
+        raise NotImplementedError
+
+    def step(self, model: torch.nn.Module, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise and metric sums (name -> [sum, count]) for one batch."""
+        raise NotImplementedError
+
+    def epoch_values(self, epoch: int) -> dict[str, float]:
+        """Scalars of the schedule (e.g. the Gumbel tau) to log with the epoch."""
+        return {}
+
+    def show(self, model: torch.nn.Module, writer: Any, epoch: int) -> str | None:
+        """Log a sample of the model's output; return it as text for the console, if any."""
+        return None
+
+
+class Sums:
+    """Metric numerators and denominators, summed over batches and then over workers."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, torch.Tensor] = {}
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        for name, pair in stats.items():
+            pair = pair.detach().double()
+            self.values[name] = self.values[name] + pair if name in self.values else pair
+
+    def reduce(self, prefix: str, device: torch.device) -> dict[str, float]:
+        names = sorted(self.values)
+        flat = torch.stack([self.values[n] for n in names]).to(device) if names else torch.zeros(0, 2, device=device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(flat)
+        return {f"{prefix}/{n}": (s / c).item() if c > 0 else float("nan") for n, (s, c) in zip(names, flat.tolist())}
+
+
+def autocast_for(precision: str, device: torch.device):
+    if precision == "32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def resolve_precision(precision: str, use_gpu: bool) -> str:
+    """'auto' means bf16 on a GPU that supports it, else fp16 on older GPUs, fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if use_gpu and torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "16"
+    return "32"
+
+
+class EventLog:
+    """TensorBoard events from rank 0, written next to the run's checkpoints (local or S3)."""
+
+    def __init__(self, run_uri: str, enabled: bool) -> None:
+        self.writer = None
+        if not enabled:
+            return
+        from tensorboardX import SummaryWriter
+
+        self.target = storage.join(run_uri, "tensorboard")
+        self.local = (storage.filesystem(self.target)[1] if not storage.is_s3(run_uri)
+                      else tempfile.mkdtemp(prefix="asciiray-tb-"))
+        self.writer = SummaryWriter(logdir=self.local, flush_secs=30)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer:
+            for name, value in values.items():
+                self.writer.add_scalar(name, value, step)
+
+    def sync(self) -> None:
+        """Flush, and mirror the event files to S3 when the run lives there."""
+        if not self.writer:
+            return
+        self.writer.flush()
+        if storage.is_s3(self.target):
+            for name in os.listdir(self.local):
+                with open(os.path.join(self.local, name), "rb") as f:
+                    storage.write_bytes(storage.join(self.target, name), f.read())
+
+
+def run(task_cls: type[Task], config: dict[str, Any]) -> None:
+    """Body of the Ray Train `train_func`: train `task_cls` as `config` says."""
+    import ray.train
+    import ray.train.torch
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(config["threads"] or max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
+    torch.manual_seed(config["seed"] + rank)
+    precision = config["precision"]
+
+    task = task_cls(config, device)
+    model = task.build_model()
+    meta: dict[str, Any] = {"epoch": 0, "step": 0, "history": []}
+    state = None
+    restored = ray.train.get_checkpoint()
+    if restored:
+        with restored.as_directory() as d:
+            checkpoint.load_weights(d, model)
+            state = checkpoint.load_training_state(d)
+            meta = checkpoint.load_meta(d)
+        if rank == 0:
+            log.info("resuming from the checkpoint of epoch %d", meta["epoch"])
+    model = ray.train.torch.prepare_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config["learning_rate"])
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+
+    events = EventLog(config["run_uri"], enabled=rank == 0)
+    bare = model.module if hasattr(model, "module") else model
+    step, history = meta["step"], meta["history"]
+    n_epochs = config["n_epochs"]
+    consecutive_bad = 0
+    for epoch in range(meta["epoch"], n_epochs):
+        started = time.perf_counter()
+        model.train()
+        train_sums, samples, skipped = Sums(), 0, 0
+        for batch in task.batches("train", epoch):
+            with autocast_for(precision, device):
+                loss, stats = task.step(model, batch, epoch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(params, config["grad_clip"] or math.inf)
+            if torch.isfinite(norm) and torch.isfinite(loss):
+                scaler.step(optimizer)
+                train_sums.add(stats)
+                consecutive_bad = 0
+            else:
+                skipped += 1
+                consecutive_bad += 1
+            scaler.update()
+            step += 1
+            samples += len(batch)
+            if consecutive_bad > config["max_nonfinite_steps"]:
+                break
+        elapsed = time.perf_counter() - started
+        if consecutive_bad > config["max_nonfinite_steps"]:
+            report_stop(config, epoch, f"{consecutive_bad} consecutive steps had a non-finite loss or gradient")
+            return
+        model.eval()
+        val_sums = Sums()
+        with torch.no_grad():
+            for batch in task.batches("val", epoch):
+                with autocast_for(precision, device):
+                    _, stats = task.step(model, batch, epoch)
+                val_sums.add(stats)
+        totals = torch.tensor([samples, skipped], dtype=torch.float64, device=device)
+        if world > 1:
+            dist.all_reduce(totals)
+        metrics = {"epoch": epoch + 1, "step": step, **train_sums.reduce("train", device),
+                   **val_sums.reduce("val", device), "lr": optimizer.param_groups[0]["lr"],
+                   "samples_per_s": totals[0].item() / elapsed, "skipped_steps": int(totals[1].item()),
+                   **task.epoch_values(epoch)}
+        history.append(metrics)
+        text = None
+        if rank == 0:
+            events.scalars({k: v for k, v in metrics.items() if k not in ("epoch", "step")}, epoch + 1)
+            if (epoch + 1) % config["print_every"] == 0 or epoch + 1 == n_epochs:
+                text = task.show(bare, events.writer, epoch + 1)
+            events.sync()
+            log.info("%s", progress_line(metrics, n_epochs))
+            if text:
+                log.info("%s", text)
+        keep = (epoch + 1) % config["checkpoint_every"] == 0 or epoch + 1 == n_epochs
+        if not keep:
+            ray.train.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory(prefix="asciiray-ckpt-") as tmp:
+            ckpt = None
+            if rank == 0:
+                checkpoint.save(tmp, bare, {**task.meta(), "epoch": epoch + 1, "step": step, "history": history,
+                                            "metrics": metrics},
+                                {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()})
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+def report_stop(config: dict[str, Any], epoch: int, reason: str) -> None:
+    """End the run without a new checkpoint, so the last good one stays the latest."""
+    import ray.train
+
+    log.error("stopping at epoch %d: %s; the last good checkpoint is kept", epoch + 1, reason)
+    ray.train.report({"epoch": epoch + 1, "stopped": reason})
+
+
+def progress_line(m: dict[str, Any], n_epochs: int) -> str:
+    keys = [k for k in ("loss", "ce", "kl", "image", "char_acc", "nonspace_acc", "space_collapse", "mse", "psnr")
+            if f"val/{k}" in m]
+    train = " ".join(f"{k} {m[f'train/{k}']:.4f}" for k in keys if f"train/{k}" in m)
+    val = " ".join(f"{k} {m[f'val/{k}']:.4f}" for k in keys)
+    return (f"epoch {m['epoch']}/{n_epochs}  train: {train}  |  val: {val}  |  "
+            f"{m['samples_per_s']:.0f} samples/s" + (f", {m['skipped_steps']} skipped" if m["skipped_steps"] else ""))

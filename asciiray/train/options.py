@@ -1,0 +1,38 @@
+"""Options every training command shares: where a run lives, how it scales, how it steps.
+
+Each field is at once a config-file key and a CLI flag (see asciiray.config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asciiray.config import option
+
+# Keys that may change when a run is resumed: they say where and how it runs, not what it learns.
+RUNTIME_KEYS = frozenset({"num_workers", "use_gpu", "cpus_per_worker", "threads", "max_failures", "address",
+                          "resume", "storage_path", "run_name", "print_every"})
+
+
+@dataclass
+class RunOptions:
+    n_epochs: int = option(4, "epochs to train", flags=("-n",))
+    batch_size: int = option(64, "pieces per batch on each worker", flags=("-b",))
+    learning_rate: float = option(1e-3, "Adam learning rate")
+    grad_clip: float = option(1.0, "clip the gradient norm to this value (0: no clipping)")
+    precision: str = option("auto", "auto: bf16 on a GPU that supports it, fp32 on CPU; 16 uses a grad scaler",
+                            choices=("auto", "32", "bf16", "16"))
+    seed: int = option(0, "random seed (each worker adds its rank)")
+    storage_path: str = option("./runs", "where runs live: a local directory or s3://bucket/prefix")
+    run_name: str = option("", "name of the run under the storage path (default: <kind>-<date>-<time>)")
+    resume: bool = option(False, "continue the run named by --run-name from its latest checkpoint")
+    checkpoint_every: int = option(1, "save a checkpoint every N epochs (and always at the end)")
+    keep_checkpoints: int = option(3, "keep the best K checkpoints by validation loss (the latest is always kept)")
+    print_every: int = option(1, "log a sample input|output every N epochs")
+    num_workers: int = option(1, "Ray Train workers (DDP processes)")
+    use_gpu: bool | None = option(None, "one GPU per worker (default: when CUDA is present)")
+    cpus_per_worker: float = option(1.0, "CPUs reserved per worker (fractions allowed)")
+    threads: int = option(0, "torch threads per worker (0: the node's cores divided among its workers)")
+    max_failures: int = option(0, "restart the workers from the latest checkpoint up to N times after a failure")
+    max_nonfinite_steps: int = option(20, "stop the run after this many consecutive non-finite steps")
+    address: str = option("", "Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")

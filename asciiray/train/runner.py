@@ -1,0 +1,105 @@
+"""Driver side of a training run: name it, check it, launch a TorchTrainer, read the result.
+
+Shared by every training command (the VAE, the neural renderer, each Tune
+trial), so storage layout, resuming and fault tolerance behave the same for
+all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from asciiray import storage
+from asciiray.errors import UserError
+from asciiray.train.options import RUNTIME_KEYS, RunOptions
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "asciiray-run.json"
+
+
+class RunStopped(RuntimeError):
+    """The run ended early for a reason the user must see (e.g. persistent non-finite loss)."""
+
+
+def run_uri(opts: RunOptions) -> str:
+    path = opts.storage_path if storage.is_s3(opts.storage_path) else storage.filesystem(opts.storage_path)[1]
+    return storage.join(path, opts.run_name)
+
+
+def prepare(opts: RunOptions, kind: str, explicit: set[str] = frozenset()) -> RunOptions:
+    """Name the run and, for --resume, restore its stored config; fail early on storage problems."""
+    if not opts.run_name:
+        if opts.resume:
+            raise UserError("--resume needs --run-name: the name of the run to continue")
+        opts = dataclasses.replace(opts, run_name=f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if opts.n_epochs < 1 or opts.batch_size < 1 or opts.checkpoint_every < 1 or opts.keep_checkpoints < 1:
+        raise UserError("--n-epochs, --batch-size, --checkpoint-every and --keep-checkpoints must be at least 1")
+    uri = run_uri(opts)
+    storage.check_writable(opts.storage_path)
+    stored_uri = storage.join(uri, RUN_FILE)
+    if opts.resume:
+        if not storage.exists(stored_uri):
+            raise UserError(f"no run to resume at {uri}: check --storage-path and --run-name")
+        stored = json.loads(storage.read_bytes(stored_uri))
+        if stored.get("kind") != kind:
+            raise UserError(f"{uri} is a {stored.get('kind')} run, not a {kind} run")
+        values = stored["config"]
+        for key in explicit - RUNTIME_KEYS:
+            if key in values and values[key] != getattr(opts, key):
+                raise UserError(f"run {opts.run_name} was started with {key}={values[key]!r}; a resumed run "
+                                f"keeps its config (drop --{key.replace('_', '-')} or start a new run)")
+        values.update({k: getattr(opts, k) for k in RUNTIME_KEYS})
+        return type(opts)(**values)
+    if storage.exists(stored_uri):
+        raise UserError(f"run {uri} already exists: pass --resume to continue it or choose another --run-name")
+    storage.write_bytes(stored_uri, json.dumps({"kind": kind, "config": dataclasses.asdict(opts)},
+                                               indent=2).encode())
+    return opts
+
+
+def launch(train_func: Callable[[dict], None], opts: RunOptions, loop_config: dict[str, Any],
+           datasets: dict[str, Any], callbacks: Sequence[Any] = ()) -> Any:
+    """Run `train_func` on `opts.num_workers` Ray Train workers; return Ray's Result."""
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from asciiray.train.loop import resolve_precision
+
+    use_gpu = torch.cuda.is_available() if opts.use_gpu is None else opts.use_gpu
+    if use_gpu and not torch.cuda.is_available() and not opts.address:
+        raise UserError("--use-gpu was given but this machine has no CUDA GPU; drop the flag to train on CPU")
+    fs, base = storage.filesystem(opts.storage_path)
+    config = {**dataclasses.asdict(opts), **loop_config, "run_uri": run_uri(opts),
+              "precision": resolve_precision(opts.precision, use_gpu)}
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=opts.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": opts.cpus_per_worker,
+                                                           **({"GPU": 1} if use_gpu else {})}),
+        run_config=RunConfig(
+            name=opts.run_name, storage_path=base, storage_filesystem=fs,
+            checkpoint_config=CheckpointConfig(num_to_keep=opts.keep_checkpoints,
+                                               checkpoint_score_attribute="val/loss",
+                                               checkpoint_score_order="min"),
+            failure_config=FailureConfig(max_failures=opts.max_failures),
+            callbacks=list(callbacks) or None,
+        ),
+        datasets=datasets,
+    )
+    log.info("run %s: %d worker(s), %s, storage %s", opts.run_name, opts.num_workers,
+             "GPU" if use_gpu else "CPU", run_uri(opts))
+    result = trainer.fit()
+    stopped = (result.metrics or {}).get("stopped")
+    if stopped:
+        raise RunStopped(f"run {opts.run_name} stopped at epoch {result.metrics['epoch']}: {stopped}; "
+                         f"its last good checkpoint is kept in {run_uri(opts)}")
+    return result
+

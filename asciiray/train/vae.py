@@ -1,0 +1,184 @@
+"""Training the ASCII-art VAE: its options, its Task for the shared loop, and its driver."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from asciiray.charset import SPACE, decode, side_by_side
+from asciiray.config import option
+from asciiray.train.loop import Task
+from asciiray.train.options import RunOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig(RunOptions):
+    preset: str = option("small", "model preset: seed (the prototype's shapes), small (CPU), tiny (tests)")
+    corpus: str = option("", "corpus directory or s3:// prefix (default: the embedded FIGlet corpus)")
+    validation_prop: float = option(0.1, "share of pieces held out for validation (stable per piece id)")
+    max_pieces: int = option(0, "use only the first N pieces (by id) that fit the grid (0: all)")
+    kl_coeff: float = option(5e-4, "weight of the KL term")
+    ce_recon_loss_scale: float = option(1.0, "weight of the cross-entropy reconstruction term")
+    image_recon_loss_coeff: float = option(0.5, "weight of the rendered-image MSE term (0 turns it off)")
+    gumbel_tau_r: float = option(0.1, "Gumbel-softmax temperature decay: tau = max(0.5, exp(-r * epoch))")
+    space_deemph: float = option(1.0, "divide the class weight of the space character by this")
+    char_weights_scaling: float = option(0.0, "class weights (1/(freq+1))^s from corpus character frequencies")
+    ce_label_smoothing: float = option(0.0, "label smoothing of the cross entropy")
+    roll_std: float = option(1.0, "std (cells) of the random roll augmentation (0: off)")
+    renderer: str = option("continuous", "renderer of the image loss: continuous, or neural:CHECKPOINT")
+    font_res: int = option(4, "pixels per character cell in rendered images")
+    font_zoom: float = option(1.0, "font size relative to the cell")
+
+
+class VAETask(Task):
+    name = "vae"
+
+    def __init__(self, config: dict[str, Any], device: torch.device) -> None:
+        super().__init__(config, device)
+        from asciiray.losses import char_weights
+        from asciiray.models import get_preset
+        from asciiray.render import make_renderer
+
+        self.model_config = get_preset(config["preset"])
+        self.weight = char_weights(torch.tensor(config["char_freq"]), config["char_weights_scaling"],
+                                   config["space_deemph"]).to(device)
+        self.renderer = make_renderer(config["renderer"], config["font_res"], config["font_zoom"]).to(device)
+        self.renderer.requires_grad_(False).eval()
+        self.display = make_renderer("discrete", config["font_res"], config["font_zoom"]).to(device)
+        self.sample: torch.Tensor | None = None
+
+    def build_model(self) -> torch.nn.Module:
+        from asciiray.models import VAE
+
+        return VAE(self.model_config)
+
+    def batches(self, split: str, epoch: int) -> Iterator[torch.Tensor]:
+        import ray.train
+
+        from asciiray.losses import random_roll
+
+        training = split == "train"
+        shard = ray.train.get_dataset_shard(split)
+        for batch in shard.iter_torch_batches(batch_size=self.config["batch_size"], device=self.device,
+                                              local_shuffle_buffer_size=4 * self.config["batch_size"] if training
+                                              else None):
+            codes = batch["codes"]
+            if training and self.config["roll_std"] > 0:
+                codes = random_roll(codes, self.config["roll_std"])
+            if not training and self.sample is None:
+                self.sample = codes[:1]
+            yield codes
+
+    def step(self, model: torch.nn.Module, codes: torch.Tensor, epoch: int):
+        from asciiray.losses import compute_losses, gumbel_tau
+
+        logp, mu, logvar = model(codes)
+        terms = compute_losses((logp, mu, logvar), codes, weight=self.weight,
+                               label_smoothing=self.config["ce_label_smoothing"], renderer=self.renderer,
+                               tau=gumbel_tau(epoch, self.config["gumbel_tau_r"]),
+                               kl_coeff=self.config["kl_coeff"],
+                               ce_recon_loss_scale=self.config["ce_recon_loss_scale"],
+                               image_recon_loss_coeff=self.config["image_recon_loss_coeff"])
+        n = codes.new_tensor(len(codes), dtype=torch.float64)
+        stats = {k: torch.stack([v.detach().double() * n, n]) for k, v in terms.items()}
+        stats.update(cell_metrics(logp.detach(), codes))
+        return terms["loss"], stats
+
+    def epoch_values(self, epoch: int) -> dict[str, float]:
+        from asciiray.losses import gumbel_tau
+
+        return {"tau": gumbel_tau(epoch, self.config["gumbel_tau_r"])}
+
+    def show(self, model: torch.nn.Module, writer: Any, epoch: int) -> str | None:
+        if self.sample is None:
+            return None
+        from asciiray.render import pair_image
+
+        model.eval()
+        with torch.no_grad():
+            logp, _, _ = model(self.sample)
+        recon = logp.argmax(1)[0]
+        text = side_by_side(decode(self.sample[0].cpu().numpy()), decode(recon.cpu().numpy()))
+        if writer is not None:
+            image = pair_image(self.sample[0], recon, self.display.atlas)
+            writer.add_image("val/input|reconstruction", image, epoch, dataformats="HW")
+            writer.add_text("val/input|reconstruction", "    " + text.replace("\n", "\n    "), epoch)
+        return text
+
+    def meta(self) -> dict[str, Any]:
+        return {"kind": "vae", "preset": self.config["preset"], "model": dataclasses.asdict(self.model_config),
+                "corpus": self.config["corpus"], "char_freq": self.config["char_freq"],
+                "config": {f.name: self.config[f.name] for f in dataclasses.fields(TrainConfig)}}
+
+
+def cell_metrics(logp: torch.Tensor, codes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """char_acc, nonspace_acc and space_collapse as [sum, count] pairs, so workers can add them."""
+    pred = logp.argmax(1)
+    codes = codes.long()
+    right = (pred == codes).double()
+    inked = codes != SPACE
+    collapsed = (pred == SPACE).flatten(1).all(1) & inked.flatten(1).any(1)
+    return {
+        "char_acc": torch.stack([right.sum(), right.new_tensor(right.numel())]),
+        "nonspace_acc": torch.stack([right[inked].sum(), inked.sum().double()]),
+        "space_collapse": torch.stack([collapsed.double().sum(), right.new_tensor(len(codes))]),
+    }
+
+
+def train_func(config: dict[str, Any]) -> None:
+    """The Ray Train per-worker entry point."""
+    from asciiray.train.loop import run
+
+    run(VAETask, config)
+
+
+def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequence[Any] = ()) -> Any:
+    """Check everything that can be checked on the driver, then train; returns Ray's Result."""
+    from asciiray import data
+    from asciiray.embedded import DEFAULT_CORPUS
+    from asciiray.models import get_preset
+    from asciiray.runtime import ensure_ray
+    from asciiray.train import runner
+
+    model_config = get_preset(cfg.preset)
+    cfg = dataclasses.replace(cfg, corpus=cfg.corpus or DEFAULT_CORPUS)
+    cfg = runner.prepare(cfg, "vae", explicit)
+    plan = data.plan(cfg.corpus, model_config.grid, cfg.validation_prop, cfg.max_pieces or None)
+    log.info("corpus %s: %d pieces, %d fit the %dx%d grid (%d left out); %d train, %d validation",
+             cfg.corpus, plan.rows, plan.fitting, model_config.grid, model_config.grid, plan.over_grid,
+             plan.train, plan.val)
+    ensure_ray(cfg.address or None)
+    datasets = data.datasets(plan, model_config.grid, cfg.validation_prop)
+    return runner.launch(train_func, cfg, {"char_freq": plan.char_freq}, datasets, callbacks)
+
+
+def load(uri_or_dir: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A trained VAE and its metadata from a checkpoint (local or S3), in eval mode."""
+    from asciiray.errors import UserError
+    from asciiray.models import VAE, VAEConfig
+    from asciiray.train import checkpoint
+
+    with checkpoint.opened(uri_or_dir) as d:
+        meta = checkpoint.load_meta(d)
+        if meta.get("kind") != "vae":
+            raise UserError(f"{uri_or_dir} is a {meta.get('kind')} checkpoint, not a VAE checkpoint")
+        model = VAE(VAEConfig(**meta["model"]))
+        checkpoint.load_weights(d, model)
+    return model.to(device).eval(), meta
+
+
+
+def reconstruct(model: torch.nn.Module, codes: np.ndarray) -> np.ndarray:
+    """Deterministic reconstructions (z = mu) of code grids [N, S, S], as code grids."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logp, _, _ = model.eval()(torch.from_numpy(codes).to(device))
+    return logp.argmax(1).to(torch.uint8).cpu().numpy()

@@ -1,0 +1,236 @@
+"""`asciiray train` on the suite's real local Ray: DDP, checkpoints, resume, S3, faults, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from asciiray import storage
+from asciiray.cli import main
+from asciiray.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def make_pieces(n: int, seed: int = 0) -> list[str]:
+    """Distinct small pieces with structure a tiny VAE can learn: framed words and ramps."""
+    rng = np.random.default_rng(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pieces = set()
+    while len(pieces) < n:
+        w = "".join(rng.choice(list(letters), size=rng.integers(3, 9)))
+        border = rng.choice(list("#*=+-"))
+        line = border * (len(w) + 4)
+        pieces.add("\n".join([line, f"{border} {w} {border}", line]))
+    return sorted(pieces)
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> str:
+    from asciiray.corpus import CorpusBuilder
+
+    out = tmp_path_factory.mktemp("corpus") / "tiny"
+    builder = CorpusBuilder()
+    for i, text in enumerate(make_pieces(240)):
+        builder.add(text, ["test", str(i % 3)], "files")
+    builder.add("x" * 40 + "\n" + "y" * 40 + "\nzzz", ["test", "wide"], "files")
+    builder.write(str(out))
+    return str(out)
+
+
+def config(tmp_path, corpus: str, **kw):
+    from asciiray.train.vae import TrainConfig
+
+    base = dict(preset="tiny", corpus=corpus, n_epochs=2, batch_size=32, storage_path=str(tmp_path / "runs"),
+                run_name="t", cpus_per_worker=0.5, threads=1, font_res=2, image_recon_loss_coeff=0.1)
+    return TrainConfig(**{**base, **kw})
+
+
+def history(run_dir: str) -> list[dict]:
+    from asciiray.train import checkpoint
+
+    with checkpoint.opened(run_dir) as d:
+        return checkpoint.load_meta(d)["history"]
+
+
+def test_two_workers_see_disjoint_shards(tiny_corpus, tmp_path):
+    import ray.train
+    from ray.train import RunConfig, ScalingConfig, UserCallback
+    from ray.train.torch import TorchTrainer
+
+    from asciiray import data
+
+    p = data.plan(tiny_corpus, 16, 0.1)
+    seen: list[list[dict]] = []
+
+    class Collect(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            seen.append(metrics)
+
+    def train_func(config):
+        shard = ray.train.get_dataset_shard("train")
+        digests = [hash(g.tobytes()) for b in shard.iter_batches(batch_size=16) for g in b["codes"]]
+        ray.train.report({"digests": digests})
+
+    TorchTrainer(train_func, scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+                 run_config=RunConfig(name="shards", storage_path=str(tmp_path), callbacks=[Collect()]),
+                 datasets=data.datasets(p, 16, 0.1)).fit()
+    a, b = (set(m["digests"]) for m in seen[0])
+    assert a and b and not a & b
+    assert len(a) + len(b) == p.train
+
+
+def test_two_worker_ddp_run_then_resume(tiny_corpus, tmp_path):
+    from asciiray.train import checkpoint, vae
+
+    cfg = config(tmp_path, tiny_corpus, num_workers=2, n_epochs=2)
+    result = vae.train(cfg)
+    assert result.metrics["epoch"] == 2
+    run_dir = str(tmp_path / "runs" / "t")
+    assert [h["epoch"] for h in history(run_dir)] == [1, 2]
+
+    resumed = vae.train(dataclasses.replace(cfg, n_epochs=3, resume=True), explicit={"n_epochs", "resume"})
+    assert resumed.metrics["epoch"] == 3
+    hist = history(run_dir)
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    with checkpoint.opened(run_dir) as d:
+        meta, state = checkpoint.load_meta(d), checkpoint.load_training_state(d)
+    adam_steps = {int(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert adam_steps == {meta["step"]}, "the optimizer state continued across the resume"
+
+    with pytest.raises(UserError, match="already exists"):
+        vae.train(cfg)
+    with pytest.raises(UserError, match="preset"):
+        vae.train(dataclasses.replace(cfg, preset="small", resume=True), explicit={"preset", "resume"})
+
+
+def test_optimizer_state_round_trips_exactly(tmp_path):
+    from asciiray.models import VAE, get_preset
+    from asciiray.train import checkpoint
+
+    model = VAE(get_preset("tiny"))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randint(0, 95, (4, 16, 16), dtype=torch.uint8))[0].mean().backward()
+    opt.step()
+    checkpoint.save(tmp_path, model, {"kind": "vae"}, {"optimizer": opt.state_dict()})
+    loaded = checkpoint.load_training_state(tmp_path)["optimizer"]
+    for k, s in opt.state_dict()["state"].items():
+        for name, value in s.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(loaded["state"][k][name]))
+
+
+def test_loss_decreases_and_checkpoint_reconstructs(tiny_corpus, tmp_path, capsys):
+    from asciiray.train import vae
+
+    cfg = config(tmp_path, tiny_corpus, n_epochs=6, learning_rate=3e-3, batch_size=16, roll_std=0.0)
+    vae.train(cfg)
+    hist = history(str(tmp_path / "runs" / "t"))
+    assert hist[-1]["val/ce"] < 0.6 * hist[0]["val/ce"]
+    assert hist[-1]["val/nonspace_acc"] > hist[0]["val/nonspace_acc"] + 0.1
+    assert (tmp_path / "runs" / "t" / "tensorboard").is_dir()
+
+    piece = tmp_path / "piece.txt"
+    piece.write_text("#########\n# hello #\n#########\n")
+    png = tmp_path / "pair.png"
+    assert main(["reconstruct", str(tmp_path / "runs" / "t"), str(piece), "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "# hello # |" in out
+    assert png.stat().st_size > 0
+
+
+def test_s3_storage_checkpoints_and_resume(tiny_corpus, tmp_path, s3_bucket):
+    import boto3
+
+    from asciiray.train import vae
+
+    cfg = config(tmp_path, tiny_corpus, n_epochs=1, storage_path=f"s3://{s3_bucket}/runs")
+    vae.train(cfg)
+    vae.train(dataclasses.replace(cfg, n_epochs=2, resume=True), explicit={"n_epochs", "resume"})
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert any(k.startswith("runs/t/checkpoint_") and k.endswith("model.safetensors") for k in keys)
+    assert any(k.startswith("runs/t/tensorboard/") for k in keys)
+    assert [h["epoch"] for h in history(f"s3://{s3_bucket}/runs/t")] == [1, 2]
+
+
+def test_killed_worker_restarts_from_checkpoint(tiny_corpus, tmp_path):
+    import psutil
+
+    from asciiray.train import vae
+
+    cfg = config(tmp_path, tiny_corpus, n_epochs=4, batch_size=4, max_failures=2)
+    run_dir = tmp_path / "runs" / "t"
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=vae.train(cfg)))
+    thread.start()
+    killed = None
+    deadline = time.time() + 240
+    while killed is None and time.time() < deadline:
+        if list(run_dir.glob("checkpoint_*/meta.json")):
+            for proc in psutil.process_iter(["cmdline"]):
+                if any("RayTrainWorker" in part for part in proc.info["cmdline"] or []):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed = proc.pid
+                    break
+        time.sleep(0.2)
+    thread.join(timeout=300)
+    assert killed, "no training worker was found to kill"
+    assert outcome["result"].metrics["epoch"] == 4
+    assert [h["epoch"] for h in history(str(run_dir))] == [1, 2, 3, 4]
+
+
+def test_non_finite_loss_stops_without_corrupting_checkpoints(tiny_corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    from asciiray.train import runner, vae
+
+    cfg = config(tmp_path, tiny_corpus, n_epochs=3, learning_rate=1e12, grad_clip=0.0, max_nonfinite_steps=2,
+                 batch_size=8)
+    with pytest.raises(runner.RunStopped, match="non-finite"):
+        vae.train(cfg)
+    for weights in (tmp_path / "runs" / "t").glob("checkpoint_*/model.safetensors"):
+        assert all(torch.isfinite(t).all() for t in load_file(str(weights)).values())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--corpus", "/nonexistent/corpus"], "corpus"),
+    (["--preset", "huge"], "preset"),
+    (["--n-epochs", "0"], "at least 1"),
+])
+def test_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    assert main(["train", "--storage-path", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("asciiray: error:") and message in err and "\n" not in err
+
+
+def test_bad_config_key_and_empty_corpus(tmp_path, capsys):
+    from asciiray.corpus import CorpusBuilder
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("kl_coef: 0.1\n")
+    assert main(["train", "--config", str(cfg_file)]) == 2
+    assert "unknown key 'kl_coef'" in capsys.readouterr().err
+
+    builder = CorpusBuilder()
+    builder.add("\n".join(["#" * 70] * 3), ["wide"], "files")
+    builder.write(str(tmp_path / "wide"))
+    assert main(["train", "--corpus", str(tmp_path / "wide"), "--preset", "tiny",
+                 "--storage-path", str(tmp_path / "runs")]) == 2
+    assert "fits" in capsys.readouterr().err
+
+
+def test_unreachable_s3_endpoint(tmp_path, monkeypatch, capsys):
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    assert main(["train", "--preset", "tiny", "--storage-path", "s3://nowhere/runs"]) == 2
+    err = capsys.readouterr().err
+    assert "s3://nowhere/runs" in err and "AWS_ENDPOINT_URL" in err
