@@ -37,6 +37,11 @@ class CorpusPlan:
     id_cutoff: str | None = None
 
 
+def subset_key(ids):
+    """--max-pieces keeps the pieces with the lowest id suffix: a sample independent of the split (id prefix)."""
+    return pc.utf8_slice_codeunits(ids, start=-8)
+
+
 def plan(uri: str, grid: int, validation_prop: float, max_pieces: int | None = None) -> CorpusPlan:
     """Counts per split and character frequencies of the pieces that fit `grid`."""
     table = corpus.read_table(uri, columns=["id", "text", "height", "width"])
@@ -49,8 +54,8 @@ def plan(uri: str, grid: int, validation_prop: float, max_pieces: int | None = N
                         f"use a preset with a larger grid or another corpus")
     id_cutoff = None
     if max_pieces and max_pieces < kept.num_rows:
-        kept = kept.sort_by("id").slice(0, max_pieces)
-        id_cutoff = kept["id"][-1].as_py()
+        kept = kept.append_column("subset_key", subset_key(kept["id"])).sort_by("subset_key").slice(0, max_pieces)
+        id_cutoff = kept["subset_key"][-1].as_py()
     is_val = corpus.validation_mask(kept["id"].to_numpy(zero_copy_only=False), validation_prop)
     n_val = int(is_val.sum())
     if n_val == 0 or n_val == kept.num_rows:
@@ -74,7 +79,7 @@ class _Encode:
         fits = (batch["height"] <= self.grid) & (batch["width"] <= self.grid)
         keep = fits & (corpus.validation_mask(batch["id"], self.prop) == self.want_val)
         if self.id_cutoff is not None:
-            keep &= batch["id"].astype(str) <= self.id_cutoff
+            keep &= np.asarray(subset_key(pa.array(batch["id"], pa.string()))).astype(str) <= self.id_cutoff
         texts = batch["text"][keep]
         codes = np.zeros((len(texts), self.grid, self.grid), dtype=np.uint8)
         for i, text in enumerate(texts):
@@ -86,6 +91,7 @@ def datasets(p: CorpusPlan, grid: int, validation_prop: float) -> dict:
     """{'train', 'val'} Ray datasets with one column `codes` (uint8 [grid, grid])."""
     import ray.data
 
+    ray.data.DataContext.get_current().enable_progress_bars = False
     fs, _ = storage.filesystem(p.uri)
     paths = [storage.filesystem(u)[1] for u in corpus.shard_uris(p.uri)]
     base = ray.data.read_parquet(paths, filesystem=fs, columns=["id", "text", "height", "width"])

@@ -24,8 +24,7 @@ def ensure_ray(address: str | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     try:
-        ray.init(address=address, include_dashboard=False if address is None else None,
-                 log_to_driver=True, logging_level=logging.WARNING,
+        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING,
                  runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}})
     except ConnectionError as exc:
         raise UserError(f"cannot reach Ray at {address}: {exc}; check --address / RAY_ADDRESS") from None

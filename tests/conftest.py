@@ -73,10 +73,13 @@ def s3_bucket(s3_server) -> str:
 
 @pytest.fixture(scope="session")
 def ray_session(s3_server):
-    """The one local Ray of the suite (2 CPUs), started after the S3 variables are set."""
+    """The one local Ray of the suite (2 CPUs), started after the S3 variables are set.
+
+    Its dashboard runs because Ray Train's controller watches its workers through the state API.
+    """
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,
+    ray.init(num_cpus=2, log_to_driver=True,
              runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}})
     yield ray
     ray.shutdown()

@@ -63,30 +63,31 @@ def history(run_dir: str) -> list[dict]:
 
 
 def test_two_workers_see_disjoint_shards(tiny_corpus, tmp_path):
+    import hashlib
+
     import ray.train
-    from ray.train import RunConfig, ScalingConfig, UserCallback
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from asciiray import data
 
     p = data.plan(tiny_corpus, 16, 0.1)
-    seen: list[list[dict]] = []
-
-    class Collect(UserCallback):
-        def after_report(self, run_context, metrics, checkpoint):
-            seen.append(metrics)
+    out = tmp_path / "seen"
+    out.mkdir()
 
     def train_func(config):
         shard = ray.train.get_dataset_shard("train")
-        digests = [hash(g.tobytes()) for b in shard.iter_batches(batch_size=16) for g in b["codes"]]
-        ray.train.report({"digests": digests})
+        digests = [hashlib.sha1(g.tobytes()).hexdigest() for b in shard.iter_batches(batch_size=16)
+                   for g in b["codes"]]
+        (out / str(ray.train.get_context().get_world_rank())).write_text("\n".join(digests))
+        ray.train.report({})
 
     TorchTrainer(train_func, scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
-                 run_config=RunConfig(name="shards", storage_path=str(tmp_path), callbacks=[Collect()]),
+                 run_config=RunConfig(name="shards", storage_path=str(tmp_path)),
                  datasets=data.datasets(p, 16, 0.1)).fit()
-    a, b = (set(m["digests"]) for m in seen[0])
+    a, b = (set((out / r).read_text().split()) for r in ("0", "1"))
     assert a and b and not a & b
-    assert len(a) + len(b) == p.train
+    assert p.train - 1 <= len(a) + len(b) <= p.train, "an equal split drops at most world_size - 1 rows"
 
 
 def test_two_worker_ddp_run_then_resume(tiny_corpus, tmp_path):

@@ -48,6 +48,8 @@ def explicit_keys(args: argparse.Namespace, config_file: str | None) -> set[str]
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ray.train import TrainingFailedError
+
     from asciiray.train import runner, vae
 
     cfg = config.from_args(vae.TrainConfig, args, args.config)
@@ -56,10 +58,8 @@ def run_train(args: argparse.Namespace) -> int:
     except runner.RunStopped as exc:
         print(f"asciiray: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:
-        if type(exc).__name__ != "TrainingFailedError":
-            raise
-        print(f"asciiray: training failed: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+    except TrainingFailedError as exc:
+        print(f"asciiray: training failed: {last_line(exc)}", file=sys.stderr)
         return 1
     m = result.metrics
     print(f"\ndone: {m['epoch']} epochs, val loss {m['val/loss']:.4f}, char_acc {m['val/char_acc']:.3f}, "
@@ -68,6 +68,12 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"latest checkpoint: {_uri(result.checkpoint)}")
         print_pairs(show_reconstructions(_uri(result.checkpoint), [], 1))
     return 0
+
+
+def last_line(exc: Exception) -> str:
+    """The error line of a worker's traceback, which Ray folds into the message."""
+    lines = [line for line in str(exc).splitlines() if line.strip() and not line.startswith(" ")]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _uri(ckpt) -> str:
@@ -84,7 +90,7 @@ def show_reconstructions(checkpoint_uri: str, files: list[str], n: int, png: str
     from asciiray.train import vae
 
     model, meta = vae.load(checkpoint_uri)
-    grid = model.config.grid
+    grid = model.cfg.grid
     if files:
         texts = [read_piece(f, grid) for f in files]
     else:

@@ -75,7 +75,7 @@ class Sums:
         flat = torch.stack([self.values[n] for n in names]).to(device) if names else torch.zeros(0, 2, device=device)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(flat)
-        return {f"{prefix}/{n}": (s / c).item() if c > 0 else float("nan") for n, (s, c) in zip(names, flat.tolist())}
+        return {f"{prefix}/{n}": s / c if c > 0 else float("nan") for n, (s, c) in zip(names, flat.tolist())}
 
 
 def autocast_for(precision: str, device: torch.device):
@@ -131,6 +131,8 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("asciiray").setLevel(logging.INFO)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()

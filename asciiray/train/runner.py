@@ -33,7 +33,11 @@ def run_uri(opts: RunOptions) -> str:
 
 
 def prepare(opts: RunOptions, kind: str, explicit: set[str] = frozenset()) -> RunOptions:
-    """Name the run and, for --resume, restore its stored config; fail early on storage problems."""
+    """Name the run and, for --resume, restore its stored config; fail early on storage problems.
+
+    A resumed run keeps the config it was started with, except where and how it runs
+    (RUNTIME_KEYS) and its epoch count, which an explicit --n-epochs may raise.
+    """
     if not opts.run_name:
         if opts.resume:
             raise UserError("--resume needs --run-name: the name of the run to continue")
@@ -50,6 +54,8 @@ def prepare(opts: RunOptions, kind: str, explicit: set[str] = frozenset()) -> Ru
         if stored.get("kind") != kind:
             raise UserError(f"{uri} is a {stored.get('kind')} run, not a {kind} run")
         values = stored["config"]
+        if "n_epochs" in explicit:
+            values["n_epochs"] = opts.n_epochs
         for key in explicit - RUNTIME_KEYS:
             if key in values and values[key] != getattr(opts, key):
                 raise UserError(f"run {opts.run_name} was started with {key}={values[key]!r}; a resumed run "

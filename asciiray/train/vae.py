@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from asciiray.charset import SPACE, decode, side_by_side
+from asciiray.charset import decode, side_by_side
 from asciiray.config import option
 from asciiray.train.loop import Task
 from asciiray.train.options import RunOptions
@@ -78,7 +78,7 @@ class VAETask(Task):
             yield codes
 
     def step(self, model: torch.nn.Module, codes: torch.Tensor, epoch: int):
-        from asciiray.losses import compute_losses, gumbel_tau
+        from asciiray.losses import compute_losses, gumbel_tau, reconstruction_sums
 
         logp, mu, logvar = model(codes)
         terms = compute_losses((logp, mu, logvar), codes, weight=self.weight,
@@ -89,7 +89,7 @@ class VAETask(Task):
                                image_recon_loss_coeff=self.config["image_recon_loss_coeff"])
         n = codes.new_tensor(len(codes), dtype=torch.float64)
         stats = {k: torch.stack([v.detach().double() * n, n]) for k, v in terms.items()}
-        stats.update(cell_metrics(logp.detach(), codes))
+        stats.update(reconstruction_sums(logp.detach(), codes))
         return terms["loss"], stats
 
     def epoch_values(self, epoch: int) -> dict[str, float]:
@@ -117,20 +117,6 @@ class VAETask(Task):
         return {"kind": "vae", "preset": self.config["preset"], "model": dataclasses.asdict(self.model_config),
                 "corpus": self.config["corpus"], "char_freq": self.config["char_freq"],
                 "config": {f.name: self.config[f.name] for f in dataclasses.fields(TrainConfig)}}
-
-
-def cell_metrics(logp: torch.Tensor, codes: torch.Tensor) -> dict[str, torch.Tensor]:
-    """char_acc, nonspace_acc and space_collapse as [sum, count] pairs, so workers can add them."""
-    pred = logp.argmax(1)
-    codes = codes.long()
-    right = (pred == codes).double()
-    inked = codes != SPACE
-    collapsed = (pred == SPACE).flatten(1).all(1) & inked.flatten(1).any(1)
-    return {
-        "char_acc": torch.stack([right.sum(), right.new_tensor(right.numel())]),
-        "nonspace_acc": torch.stack([right[inked].sum(), inked.sum().double()]),
-        "space_collapse": torch.stack([collapsed.double().sum(), right.new_tensor(len(codes))]),
-    }
 
 
 def train_func(config: dict[str, Any]) -> None:

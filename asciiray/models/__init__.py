@@ -1,0 +1,7 @@
+"""Models of character grids: the VAE, the neural font renderer, and their presets."""
+
+from asciiray.models.renderer import RENDERER_PRESETS, NeuralRenderer, RendererConfig, get_renderer_preset
+from asciiray.models.vae import PRESETS, VAE, VAEConfig, count_parameters, describe, get_preset, one_hot
+
+__all__ = ["PRESETS", "RENDERER_PRESETS", "VAE", "NeuralRenderer", "RendererConfig", "VAEConfig",
+           "count_parameters", "describe", "get_preset", "get_renderer_preset", "one_hot"]

@@ -1,0 +1,288 @@
+"""Training the neural font renderer: its inputs and targets, its Task for the shared loop, its driver.
+
+The renderer must draw what a reader would see from what a VAE decoder
+outputs, so its inputs are made on the device, batch by batch, from real
+corpus grids and from random grids (so it draws every glyph, not only the
+corpus's), then perturbed the way a decoder's output looks; each cell gets one of
+
+- one-hot: the character itself;
+- label smoothing: (1 - eps) * one-hot + eps / 95, eps ~ U(0, 1);
+- a mixture of two characters: w * one-hot + (1 - w) * one-hot(random), w ~ U(0, 1);
+- noisy logits: softmax((N(0, 1) + m * one-hot) / T), m ~ U(0, 6), T log-uniform in the temperature range.
+
+The target is the discrete render of the argmax of the perturbed input (or,
+with `target: continuous`, its probability-weighted render). Validation
+scores held-out corpus grids three ways, with inputs drawn from a fixed seed:
+one-hot (`*_onehot`), soft (every cell perturbed, `*_soft`) and random grids
+(`*_random`, one-hot), as per-pixel MSE and PSNR; `val/loss`, the mean of the
+three MSEs, ranks the checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from asciiray.charset import NUM_CHARS, SPACE
+from asciiray.config import option
+from asciiray.errors import UserError
+from asciiray.train.loop import Task
+from asciiray.train.options import RunOptions
+
+log = logging.getLogger(__name__)
+
+MAX_MARGIN = 6.0
+# PSNR of an image is capped here, so a perfectly drawn (e.g. blank) image does not count as infinite.
+MAX_PSNR = 100.0
+EVAL_SETS = ("onehot", "soft", "random")
+
+
+@dataclass
+class RendererTrainConfig(RunOptions):
+    preset: str = option("default", "renderer preset: default (64x64 grids), tiny (tests)")
+    font_res: int = option(0, "pixels per character cell; match the VAE's --font-res (0: the preset's)")
+    font_zoom: float = option(0.0, "font size relative to the cell; match the VAE's (0: the preset's)")
+    channels: int = option(0, "feature channels per cell (0: the preset's)")
+    depth: int = option(-1, "residual 3x3 conv blocks (-1: the preset's)")
+    corpus: str = option("", "corpus directory or s3:// prefix (default: the embedded FIGlet corpus)")
+    validation_prop: float = option(0.1, "share of pieces held out for validation (stable per piece id)")
+    max_pieces: int = option(0, "use only the first N pieces (by id) that fit the grid (0: all)")
+    target: str = option("discrete", "what to imitate: discrete (glyph of the argmax) or continuous "
+                                     "(probability-weighted glyphs)", choices=("discrete", "continuous"))
+    random_prop: float = option(0.5, "share of each training batch made of random grids instead of corpus grids")
+    onehot_prop: float = option(0.25, "share of training cells left one-hot; the rest are perturbed")
+    temperature_min: float = option(0.1, "lowest softmax temperature of the noisy-logit cells")
+    temperature_max: float = option(3.0, "highest softmax temperature of the noisy-logit cells")
+
+
+def model_config(cfg: dict[str, Any] | RendererTrainConfig):
+    """The RendererConfig a training config asks for: its preset with the non-zero overrides."""
+    from asciiray.models import get_renderer_preset
+
+    get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
+    overrides = {k: get(k) for k in ("font_res", "font_zoom", "channels") if get(k)}
+    if get("depth") >= 0:
+        overrides["depth"] = get("depth")
+    return get_renderer_preset(get("preset"), **overrides)
+
+
+def check(cfg: RendererTrainConfig) -> None:
+    """Reject settings that would make meaningless training data, before any worker starts."""
+    if not 0 <= cfg.random_prop < 1:
+        raise UserError(f"--random-prop {cfg.random_prop} must be in [0, 1): some of each batch must be corpus grids")
+    if not 0 <= cfg.onehot_prop <= 1:
+        raise UserError(f"--onehot-prop {cfg.onehot_prop} must be in [0, 1]")
+    if not 0 < cfg.temperature_min <= cfg.temperature_max:
+        raise UserError(f"--temperature-min {cfg.temperature_min} and --temperature-max {cfg.temperature_max} "
+                        f"must be positive, min <= max")
+
+
+def random_codes(n: int, grid: int, device: torch.device | str,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 grids [n, S, S] of random printable characters at a random ink density per grid.
+
+    Densities are uniform in [0, 1], so the grids range from nearly blank
+    paper to solid text; non-space characters are uniform over the other 94.
+    """
+    density = torch.rand(n, 1, 1, device=device, generator=generator)
+    inked = torch.rand(n, grid, grid, device=device, generator=generator) < density
+    chars = torch.randint(1, NUM_CHARS, (n, grid, grid), device=device, generator=generator)
+    return torch.where(inked, chars, torch.full_like(chars, SPACE)).to(torch.uint8)
+
+
+def perturb(codes: torch.Tensor, onehot_prop: float, temperature_min: float, temperature_max: float,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """fp32 distributions [B, 95, S, S] around code grids [B, S, S], like a decoder's softmax.
+
+    A share `onehot_prop` of the cells stays one-hot; the rest are split evenly
+    between label smoothing, two-character mixtures and noisy logits (see the
+    module docstring).
+    """
+    from asciiray.models import one_hot
+
+    b, s, _ = codes.shape
+    device = codes.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, device=device, generator=generator)
+
+    u = rand(b, 1, s, s)
+    share = (1.0 - onehot_prop) / 3.0
+    smooth = (u >= onehot_prop) & (u < onehot_prop + share)
+    mixed = (u >= onehot_prop + share) & (u < onehot_prop + 2 * share)
+    noisy = (u >= onehot_prop + 2 * share)[:, 0]
+    eps = rand(b, 1, s, s) * smooth
+    w = torch.where(mixed, rand(b, 1, s, s), torch.ones_like(u))
+    other = torch.randint(0, NUM_CHARS, (b, s, s), device=device, generator=generator)
+    probs = one_hot(codes) * (w - eps) + one_hot(other) * (1.0 - w) + eps / NUM_CHARS
+
+    n = int(noisy.sum())
+    if n:
+        picked = F.one_hot(codes[noisy].long(), NUM_CHARS).float()
+        margin = rand(n, 1) * MAX_MARGIN
+        lo, hi = math.log(temperature_min), math.log(temperature_max)
+        temperature = torch.exp(lo + (hi - lo) * rand(n, 1))
+        logits = torch.randn(n, NUM_CHARS, device=device, generator=generator) + margin * picked
+        probs.permute(0, 2, 3, 1)[noisy] = torch.softmax(logits / temperature, dim=1)
+    return probs
+
+
+def target_image(probs: torch.Tensor, atlas: torch.Tensor, target: str) -> torch.Tensor:
+    """What the renderer should draw for `probs`: the discrete or the continuous render."""
+    from asciiray.render import render_codes, render_probs
+
+    if target == "discrete":
+        return render_codes(probs.argmax(1), atlas)
+    return render_probs(probs, atlas)
+
+
+def image_errors(image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image (MSE, PSNR in dB) [B] of ink images in [0, 1]; PSNR is capped at MAX_PSNR."""
+    mse = (image.float() - target.float()).pow(2).flatten(1).mean(1)
+    psnr = (-10.0 * torch.log10(mse.clamp(min=10 ** (-MAX_PSNR / 10)))).clamp(max=MAX_PSNR)
+    return mse, psnr
+
+
+def _pair(values: torch.Tensor) -> torch.Tensor:
+    return torch.stack([values.double().sum(), values.new_tensor(values.numel(), dtype=torch.float64)])
+
+
+class RendererTask(Task):
+    name = "renderer"
+
+    def __init__(self, config: dict[str, Any], device: torch.device) -> None:
+        super().__init__(config, device)
+        from asciiray.render import glyph_atlas
+
+        self.model_config = model_config(config)
+        self.atlas = glyph_atlas(self.model_config.font_res, self.model_config.font_zoom).to(device)
+        self.sample: torch.Tensor | None = None
+        self.val_generator: torch.Generator | None = None
+
+    def build_model(self) -> torch.nn.Module:
+        from asciiray.models import NeuralRenderer
+
+        return NeuralRenderer(self.model_config)
+
+    def batches(self, split: str, epoch: int) -> Iterator[torch.Tensor]:
+        import ray.train
+
+        training = split == "train"
+        if not training:
+            # The same held-out inputs every epoch (per worker), so the curves compare like with like.
+            self.val_generator = torch.Generator(self.device)
+            self.val_generator.manual_seed(self.config["seed"] + 1000 * ray.train.get_context().get_world_rank())
+        shard = ray.train.get_dataset_shard(split)
+        size = self.config["batch_size"]
+        for batch in shard.iter_torch_batches(batch_size=size, device=self.device,
+                                              local_shuffle_buffer_size=4 * size if training else None):
+            codes = batch["codes"]
+            if not training and self.sample is None:
+                self.sample = codes[:1]
+            yield codes
+
+    def train_inputs(self, codes: torch.Tensor) -> torch.Tensor:
+        """A training batch of distributions: corpus grids, some swapped for random ones, then perturbed."""
+        k = round(len(codes) * self.config["random_prop"])
+        if k:
+            codes = torch.cat([random_codes(k, codes.shape[-1], codes.device), codes[k:]])
+        return perturb(codes, self.config["onehot_prop"], self.config["temperature_min"],
+                       self.config["temperature_max"])
+
+    def eval_inputs(self, codes: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The three held-out views of a batch of corpus grids: one-hot, soft, random (one-hot)."""
+        from asciiray.models import one_hot
+
+        return {
+            "onehot": one_hot(codes),
+            "soft": perturb(codes, 0.0, self.config["temperature_min"], self.config["temperature_max"], generator),
+            "random": one_hot(random_codes(len(codes), codes.shape[-1], codes.device, generator)),
+        }
+
+    def step(self, model: torch.nn.Module, codes: torch.Tensor, epoch: int):
+        target = self.config["target"]
+        if model.training:
+            probs = self.train_inputs(codes)
+            mse, psnr = image_errors(model(probs), target_image(probs, self.atlas, target))
+            return mse.mean(), {"loss": _pair(mse), "psnr": _pair(psnr)}
+        stats: dict[str, torch.Tensor] = {}
+        for name, probs in self.eval_inputs(codes, self.val_generator).items():
+            mse, psnr = image_errors(model(probs), target_image(probs, self.atlas, target))
+            stats[f"mse_{name}"], stats[f"psnr_{name}"] = _pair(mse), _pair(psnr)
+        stats["loss"] = sum(stats[f"mse_{n}"] for n in EVAL_SETS) / len(EVAL_SETS)
+        stats["psnr"] = sum(stats[f"psnr_{n}"] for n in EVAL_SETS) / len(EVAL_SETS)
+        return stats["loss"][0] / stats["loss"][1], stats
+
+    def show(self, model: torch.nn.Module, writer: Any, epoch: int) -> str | None:
+        """Log target | one-hot render | soft render of one held-out grid to TensorBoard."""
+        if self.sample is None or writer is None:
+            return None
+        model.eval()
+        generator = torch.Generator(self.device)
+        generator.manual_seed(self.config["seed"])
+        with torch.no_grad():
+            views = self.eval_inputs(self.sample, generator)
+            images = [target_image(views["onehot"], self.atlas, self.config["target"])[0],
+                      model(views["onehot"])[0], model(views["soft"])[0]]
+        border = torch.ones(images[0].shape[0], max(1, self.model_config.font_res // 2), device=self.device)
+        row = torch.cat([images[0], border, images[1], border, images[2]], dim=1).float().cpu().numpy()
+        writer.add_image("val/target|onehot|soft", row, epoch, dataformats="HW")
+        return None
+
+    def meta(self) -> dict[str, Any]:
+        return {"kind": "renderer", "preset": self.config["preset"], "model": dataclasses.asdict(self.model_config),
+                "corpus": self.config["corpus"],
+                "config": {f.name: self.config[f.name] for f in dataclasses.fields(RendererTrainConfig)}}
+
+
+def train_func(config: dict[str, Any]) -> None:
+    """The Ray Train per-worker entry point."""
+    from asciiray.train.loop import run
+
+    run(RendererTask, config)
+
+
+def train_renderer(cfg: RendererTrainConfig, explicit: set[str] = frozenset(), callbacks: Sequence[Any] = ()) -> Any:
+    """Check everything that can be checked on the driver, then train; returns Ray's Result."""
+    from asciiray import data
+    from asciiray.embedded import DEFAULT_CORPUS
+    from asciiray.runtime import ensure_ray
+    from asciiray.train import runner
+
+    check(cfg)
+    grid = model_config(cfg).grid
+    cfg = dataclasses.replace(cfg, corpus=cfg.corpus or DEFAULT_CORPUS)
+    cfg = runner.prepare(cfg, "renderer", explicit)
+    plan = data.plan(cfg.corpus, grid, cfg.validation_prop, cfg.max_pieces or None)
+    log.info("corpus %s: %d pieces, %d fit the %dx%d grid (%d left out); %d train, %d validation",
+             cfg.corpus, plan.rows, plan.fitting, grid, grid, plan.over_grid, plan.train, plan.val)
+    ensure_ray(cfg.address or None)
+    datasets = data.datasets(plan, grid, cfg.validation_prop)
+    return runner.launch(train_func, cfg, {}, datasets, callbacks)
+
+
+def load_renderer(uri_or_dir: str, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A trained neural renderer from a checkpoint (local or S3), frozen: eval mode, no gradients to its weights."""
+    from asciiray.models import NeuralRenderer, RendererConfig
+    from asciiray.train import checkpoint
+
+    with checkpoint.opened(uri_or_dir) as d:
+        meta = checkpoint.load_meta(d)
+        if meta.get("kind") != "renderer":
+            raise UserError(f"{uri_or_dir} is a {meta.get('kind')} checkpoint, not a renderer checkpoint: "
+                            f"train one with `asciiray train-renderer`")
+        try:
+            cfg = RendererConfig(**meta["model"])
+        except (KeyError, TypeError) as exc:
+            raise UserError(f"{uri_or_dir}: its renderer config is unreadable ({exc}); retrain it with this "
+                            f"version of asciiray") from None
+        model = NeuralRenderer(cfg)
+        checkpoint.load_weights(d, model)
+    return model.to(device).requires_grad_(False).eval()

@@ -1,0 +1,181 @@
+"""Loss terms, Gumbel schedule and sampling, reconstruction metrics, random roll."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asciiray.charset import NUM_CHARS, SPACE
+from asciiray.losses import (ce_loss, char_weights, compute_losses, gumbel_softmax_st, gumbel_tau, image_loss,
+                             kl_loss, random_roll, reconstruction_metrics, reconstruction_sums)
+from asciiray.models import VAE, get_preset, one_hot
+from asciiray.render import make_renderer
+
+
+def perfect_logp(codes: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(100.0 * one_hot(codes), dim=1)
+
+
+def random_codes(batch: int = 4, size: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, NUM_CHARS, (batch, size, size), generator=torch.Generator().manual_seed(seed))
+
+
+def test_char_weights_follow_the_formula():
+    counts = torch.arange(NUM_CHARS, dtype=torch.float32)
+    assert torch.equal(char_weights(counts, 0.0, 1.0), torch.ones(NUM_CHARS))
+    rel = counts / counts.sum()
+    expected = (1.0 / (rel + 1.0)) ** 2.0
+    expected[SPACE] /= 4.0
+    assert torch.allclose(char_weights(counts, 2.0, 4.0), expected)
+    assert torch.allclose(char_weights(counts * 1000, 2.0, 4.0), expected), "counts and frequencies agree"
+    weights = char_weights(counts, 1.0, 1.0)
+    assert weights[1] > weights[-1], "rarer characters weigh more"
+    with pytest.raises(ValueError):
+        char_weights(torch.ones(10), 1.0, 1.0)
+
+
+def test_ce_is_zero_for_a_perfect_reconstruction():
+    codes = random_codes()
+    assert ce_loss(perfect_logp(codes), codes).item() == pytest.approx(0.0, abs=1e-6)
+    weight = char_weights(torch.rand(NUM_CHARS), 1.0, 3.0)
+    assert ce_loss(perfect_logp(codes), codes, weight).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ce_matches_cross_entropy_of_logits():
+    torch.manual_seed(0)
+    codes = random_codes()
+    logits = torch.randn(4, NUM_CHARS, 8, 8)
+    logp = torch.log_softmax(logits, 1)
+    weight = char_weights(torch.rand(NUM_CHARS), 1.0, 3.0)
+    for w in (None, weight):
+        for smoothing in (0.0, 0.1):
+            expected = F.cross_entropy(logits, codes, weight=w, label_smoothing=smoothing)
+            assert torch.allclose(ce_loss(logp, codes.to(torch.uint8), w, smoothing), expected, atol=1e-5)
+    uniform = torch.full((4, NUM_CHARS, 8, 8), -math.log(NUM_CHARS))
+    assert ce_loss(uniform, codes).item() == pytest.approx(math.log(NUM_CHARS), rel=1e-5)
+
+
+def test_ce_is_fp32_for_bf16_input():
+    codes = random_codes()
+    assert ce_loss(perfect_logp(codes).bfloat16(), codes).dtype == torch.float32
+
+
+def test_kl_closed_form():
+    zero = torch.zeros(3, 5)
+    assert kl_loss(zero, zero).item() == 0.0
+    mu = torch.tensor([[1.0, -2.0], [0.5, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(2.0)], [-1.0, 1.0]])
+    per_piece = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(1)
+    assert kl_loss(mu, logvar).item() == pytest.approx(per_piece.mean().item())
+    # KL(N(1, 1) || N(0, 1)) = 1/2 per dimension.
+    assert kl_loss(torch.ones(2, 4), torch.zeros(2, 4)).item() == pytest.approx(2.0)
+
+
+def test_gumbel_tau_schedule():
+    assert gumbel_tau(0, 0.1) == 1.0
+    assert gumbel_tau(3, 0.1) == pytest.approx(math.exp(-0.3))
+    assert gumbel_tau(100, 0.1) == 0.5
+    assert gumbel_tau(5, 0.0) == 1.0
+
+
+def test_straight_through_gumbel_is_one_hot_with_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(2, NUM_CHARS, 4, 4, requires_grad=True)
+    logp = torch.log_softmax(logits, 1)
+    sample = gumbel_softmax_st(logp, 0.7, generator=torch.Generator().manual_seed(3))
+    assert sample.shape == logp.shape
+    assert torch.equal(sample.detach().sum(1), torch.ones(2, 4, 4))
+    assert set(sample.detach().unique().tolist()) <= {0.0, 1.0}
+    (sample * torch.randn_like(sample)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_gumbel_samples_follow_the_distribution():
+    probs = torch.tensor([0.7, 0.2, 0.1] + [0.0] * (NUM_CHARS - 3))
+    logp = probs.clamp(min=1e-12).log().view(1, NUM_CHARS, 1, 1).expand(4000, -1, -1, -1)
+    sample = gumbel_softmax_st(logp, 1.0, generator=torch.Generator().manual_seed(0))
+    freq = sample.mean((0, 2, 3))[:3]
+    assert torch.allclose(freq, probs[:3], atol=0.03)
+
+
+def test_image_loss():
+    codes = random_codes(2, 6)
+    renderer = make_renderer("continuous", 4)
+    assert image_loss(renderer, codes, perfect_logp(codes), 0.5).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.zeros(2, NUM_CHARS, 6, 6, requires_grad=True)
+    loss = image_loss(renderer, codes, torch.log_softmax(logits, 1), 1.0)
+    assert loss.item() > 0
+    loss.backward()
+    assert logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="differentiable"):
+        image_loss(make_renderer("discrete", 4), codes, perfect_logp(codes), 1.0)
+
+
+def test_compute_losses_combines_the_terms():
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    model = VAE(cfg)
+    codes = random_codes(3, cfg.grid)
+    out = model(codes)
+    renderer = make_renderer("continuous", 2)
+    terms = compute_losses(out, codes, renderer=renderer, tau=0.8, kl_coeff=0.1, ce_recon_loss_scale=2.0,
+                           image_recon_loss_coeff=0.5)
+    assert set(terms) == {"loss", "kl", "ce", "image"}
+    assert all(t.dtype == torch.float32 and t.dim() == 0 for t in terms.values())
+    expected = 0.1 * terms["kl"] + 2.0 * terms["ce"] + 0.5 * terms["image"]
+    assert torch.allclose(terms["loss"], expected)
+    assert terms["image"] > 0
+    terms["loss"].backward()
+    off = compute_losses(model(codes), codes, renderer=None, kl_coeff=0.1, image_recon_loss_coeff=0.0)
+    assert off["image"].item() == 0.0
+
+
+def test_reconstruction_metrics_by_hand():
+    a, b = ord("a") - 32, ord("b") - 32
+    codes = torch.tensor([
+        [[a, SPACE], [SPACE, b]],  # reconstructed with one inked cell wrong
+        [[a, a], [SPACE, SPACE]],  # collapsed to all spaces
+        [[SPACE, SPACE], [SPACE, SPACE]],  # blank input, blank output: not a collapse
+    ])
+    recon = torch.tensor([
+        [[a, SPACE], [SPACE, a]],
+        [[SPACE, SPACE], [SPACE, SPACE]],
+        [[SPACE, SPACE], [SPACE, SPACE]],
+    ])
+    m = reconstruction_metrics(perfect_logp(recon), codes)
+    assert m["char_acc"].item() == pytest.approx(9 / 12)
+    assert m["nonspace_acc"].item() == pytest.approx(1 / 4)
+    assert m["space_collapse"].item() == pytest.approx(1 / 3)
+    sums = reconstruction_sums(perfect_logp(recon), codes)
+    assert sums["nonspace_acc"].tolist() == [1.0, 4.0]
+    assert sums["char_acc"].dtype == torch.float64
+
+
+def test_reconstruction_metrics_perfect():
+    codes = random_codes()
+    m = reconstruction_metrics(perfect_logp(codes), codes)
+    assert m["char_acc"] == 1 and m["nonspace_acc"] == 1 and m["space_collapse"] == 0
+
+
+def test_random_roll_keeps_each_piece_and_is_vectorised():
+    codes = random_codes(16, 10).to(torch.uint8)
+    rolled = random_roll(codes, 3.0, generator=torch.Generator().manual_seed(0))
+    assert rolled.shape == codes.shape and rolled.dtype == codes.dtype
+    assert not torch.equal(rolled, codes)
+    for before, after in zip(codes, rolled):
+        assert torch.equal(before.flatten().sort().values, after.flatten().sort().values)
+        # Each piece is a cyclic roll of the original.
+        assert any(torch.equal(torch.roll(before, (dy, dx), (0, 1)), after)
+                   for dy in range(10) for dx in range(10))
+    assert random_roll(codes, 0.0) is codes
+
+
+def test_random_roll_matches_torch_roll():
+    codes = random_codes(1, 6)
+    gen = torch.Generator().manual_seed(5)
+    shifts = torch.round(torch.randn(1, 2, generator=torch.Generator().manual_seed(5)) * 2.0).long()
+    rolled = random_roll(codes, 2.0, generator=gen)
+    assert torch.equal(rolled[0], torch.roll(codes[0], tuple(shifts[0].tolist()), (0, 1)))
