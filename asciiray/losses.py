@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from asciiray.charset import NUM_CHARS, SPACE
+from asciiray.errors import UserError
 from asciiray.models.vae import one_hot
 from asciiray.render import Renderer
 
@@ -31,6 +32,8 @@ def char_weights(freq: torch.Tensor, scaling: float, space_deemph: float) -> tor
     normalised here to relative frequencies f (summing to 1), so the weights
     do not depend on the corpus size. scaling = 0, space_deemph = 1 gives ones.
     """
+    if not space_deemph > 0:
+        raise UserError(f"space_deemph = {space_deemph} must be positive: 1 leaves the space weight alone")
     freq = torch.as_tensor(freq, dtype=torch.float32).flatten()
     if freq.numel() != NUM_CHARS or bool((freq < 0).any()):
         raise ValueError(f"expected {NUM_CHARS} non-negative character frequencies, got shape {list(freq.shape)}")
@@ -49,10 +52,14 @@ def ce_loss(logp: torch.Tensor, codes: torch.Tensor, weight: torch.Tensor | None
     """
     with torch.autocast(device_type=logp.device.type, enabled=False):
         weight = weight.to(logp.device, torch.float32) if weight is not None else None
+        logp, codes = logp.float(), codes.long()
+        cells = logp.permute(0, 2, 3, 1)
+        if cells.is_contiguous():  # channels-last, as the VAE makes it: one row per cell, no copy
+            logp, codes = cells.reshape(-1, logp.shape[1]), codes.reshape(-1)
         if label_smoothing:
-            return F.cross_entropy(logp.float(), codes.long(), weight=weight, label_smoothing=label_smoothing)
+            return F.cross_entropy(logp, codes, weight=weight, label_smoothing=label_smoothing)
         # logp is already normalised: NLL is the cross entropy without a second log-softmax pass.
-        return F.nll_loss(logp.float(), codes.long(), weight=weight)
+        return F.nll_loss(logp, codes, weight=weight)
 
 
 def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -82,7 +89,7 @@ def gumbel_softmax_st(logp: torch.Tensor, tau: float, generator: torch.Generator
     """Straight-through Gumbel-softmax sample over dim 1: exact one-hot forward, soft gradient backward."""
     logp = logp.float()
     # Gumbel(0, 1) noise as -log(-log(U)), built in place: the noise tensor is the largest one here.
-    noise = torch.rand(logp.shape, device=logp.device, generator=generator).log_().neg_().log_().neg_()
+    noise = torch.empty_like(logp).uniform_(generator=generator).log_().neg_().log_().neg_()
     soft = F.softmax(noise.add_(logp).div_(tau), dim=1)
     return _StraightThrough.apply(soft)
 

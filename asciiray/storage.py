@@ -107,12 +107,19 @@ def delete_dir(uri: str) -> None:
         raise _wrap(uri, exc) from None
 
 
+def delete_file(uri: str) -> None:
+    """Remove a file if it is there."""
+    fs, path = filesystem(uri)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise _wrap(uri, exc) from None
+
+
 def check_writable(uri: str) -> None:
     """Fail early, in one line, when a storage location cannot be reached or written."""
     probe = join(uri, ".asciiray-probe")
     write_bytes(probe, b"ok")
-    fs, path = filesystem(probe)
-    try:
-        fs.delete_file(path)
-    except OSError as exc:
-        raise _wrap(uri, exc) from None
+    delete_file(probe)

@@ -27,6 +27,7 @@ import pytest
 from asciiray.cli import main as cli_main
 from scrape.crawl import crawl
 from scrape.html import caption_before, pre_text
+from scrape.progress import ERROR_KINDS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sites"
 USER_AGENT = "asciiray-scraper/0.1 (+https://github.com/asciiray/asciiray; research corpus of ASCII art)"
@@ -230,8 +231,7 @@ def run_crawl(site: str, server: FixtureServer, out: Path, **options) -> dict:
 
 
 def errors(**nonzero: int) -> dict[str, int]:
-    kinds = ("http", "network", "oversized", "binary", "empty", "malformed", "blank")
-    return {kind: nonzero.get(kind, 0) for kind in kinds}
+    return {kind: nonzero.get(kind, 0) for kind in ERROR_KINDS}
 
 
 def assert_polite(server: FixtureServer, disallowed: str, offsite: str) -> None:
@@ -250,8 +250,9 @@ def assert_polite(server: FixtureServer, disallowed: str, offsite: str) -> None:
     ("<pre>a &lt;b&gt; &amp; &quot;c&quot; &#39;d&#x27; &#92;</pre>", "a <b> & \"c\" 'd' \\"),
     ("<pre>one<br>two<br/>three</pre>", "one\ntwo\nthree"),
     ("<pre><span>sp<b>an</b></span> <font color=red>red</font> <a href='x'>link</a></pre>", "span red link"),
-    ("<pre>\n  first line kept, the newline after <pre> is not</pre>",
-     "  first line kept, the newline after  is not"),
+    ("<pre>\n  the newline right after the start tag is dropped\n</pre>",
+     "  the newline right after the start tag is dropped\n"),
+    ("<pre>\n\nonly that one</pre>", "\nonly that one"),
     ("<pre><span>\n</span>x</pre>", "\nx"),
     ("<pre>a\r\nb\rc   \n</pre>", "a\nb\nc   \n"),
     ("<pre>x<!-- hidden --><script>var y;</script><style>p{}</style>z</pre>", "xz"),
@@ -347,7 +348,8 @@ def test_asciiart_website_within_delay_and_concurrency(tmp_path: Path) -> None:
     assert server.paths().count("/index.php?art=animals/cats") == 2  # 500, then retried
     assert "/about.php" not in server.paths()
     times = [t for t, path, _ in server.requests if path != "/robots.txt"]
-    assert min(b - a for a, b in zip(times, times[1:])) > 0.15  # 0.2 s between request starts, give or take
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert sum(gaps) / len(gaps) >= 0.19 and min(gaps) > 0.1  # 0.2 s between request starts (+ jitter)
     assert server.max_in_flight <= 2
 
 
@@ -389,7 +391,8 @@ def test_max_pages_then_resume_fetches_nothing_twice(tmp_path: Path) -> None:
     assert counts.pop("/robots.txt") == 2  # read once by each run that fetched pages (not by the third)
     assert set(counts.values()) == {1}
     assert_crawled(tmp_path, expected_pieces(fixture_dir, "textart.io", server.base_url))
-    assert sorted(p.name for p in tmp_path.glob("pieces-*.jsonl")) == ["pieces-00000.jsonl", "pieces-00001.jsonl"]
+    shards = 1 + (first["pieces"] > 0)  # each run that stores pieces appends a shard of its own
+    assert sorted(p.name for p in tmp_path.glob("pieces-*.jsonl")) == [f"pieces-{i:05d}.jsonl" for i in range(shards)]
 
 
 def wait_for(condition, what: str, timeout: float = 30.0) -> None:
@@ -426,6 +429,7 @@ def test_ctrl_c_then_resume_loses_no_piece(tmp_path: Path) -> None:
     counts = collections.Counter(server.paths())
     assert counts.pop("/robots.txt") == 2
     assert set(counts.values()) == {1}
+    assert server.max_in_flight == 1  # --concurrency 1
     assert_crawled(out, expected_pieces(fixture_dir, "asciiart.eu", server.base_url))
 
 

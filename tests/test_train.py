@@ -193,7 +193,7 @@ def test_non_finite_loss_stops_without_corrupting_checkpoints(tiny_corpus, tmp_p
 
     from asciiray.train import runner, vae
 
-    cfg = config(tmp_path, tiny_corpus, n_epochs=3, learning_rate=1e12, grad_clip=0.0, max_nonfinite_steps=2,
+    cfg = config(tmp_path, tiny_corpus, n_epochs=3, learning_rate=1e30, grad_clip=0.0, max_nonfinite_steps=2,
                  batch_size=8)
     with pytest.raises(runner.RunStopped, match="non-finite"):
         vae.train(cfg)
@@ -221,7 +221,7 @@ def test_bad_config_key_and_empty_corpus(tmp_path, capsys):
     assert "unknown key 'kl_coef'" in capsys.readouterr().err
 
     builder = CorpusBuilder()
-    builder.add("\n".join(["#" * 70] * 3), ["wide"], "files")
+    builder.add("\n".join(["#" * 30] * 3), ["wide"], "files")
     builder.write(str(tmp_path / "wide"))
     assert main(["train", "--corpus", str(tmp_path / "wide"), "--preset", "tiny",
                  "--storage-path", str(tmp_path / "runs")]) == 2

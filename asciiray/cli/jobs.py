@@ -26,8 +26,12 @@ WAIT_FOR_START_S = 600.0
 
 
 def _quiet_ray_sdk() -> None:
-    """Ray's job SDK logs every websocket close at INFO; the job's own output is what matters."""
-    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
+    """Ray's job SDK logs each upload step and websocket close at INFO; the job's output is what matters."""
+    import ray.job_submission  # noqa: F401  (its import sets the SDK loggers' levels, which we override)
+
+    for name in ("ray.dashboard.modules.job.sdk", "ray.dashboard.modules.dashboard_sdk",
+                 "ray._private.runtime_env.packaging"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _address_parent() -> argparse.ArgumentParser:

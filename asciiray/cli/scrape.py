@@ -25,6 +25,8 @@ crawl's state and log in OUT/.crawl/.
 
 @dataclasses.dataclass
 class ScrapeConfig:
+    """The options of a crawl: each is a flag and a key of the --config file."""
+
     base_url: str | None = option(None, "crawl a mirror of the site at this address instead of the site")
     max_pages: int | None = option(None, "stop after this many responses in this run (robots.txt included); "
                                          "--resume continues")
@@ -52,15 +54,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def format_counts(counts: dict[str, Any]) -> str:
+    """One progress line, short enough to print every few seconds."""
     errors = sum(counts["errors"].values())
     return f"pages {counts['pages']}  pieces {counts['pieces']}  errors {errors}"
 
 
 def format_summary(result: dict[str, Any]) -> str:
+    """The end-of-crawl report: counts by kind, and where the pieces and the log are."""
     errors = ", ".join(f"{kind} {n}" for kind, n in result["errors"].items() if n) or "none"
     skipped = ", ".join(f"{kind} {n}" for kind, n in result["skipped"].items() if n) or "none"
     return "\n".join([
-        f"{result['site']}: {result['finish_reason']}",
+        f"{result['site']}: {result['finish_reason']}; in this run:",
         f"  pages {result['pages']}, pieces stored {result['pieces']} "
         f"(repeats skipped {result['duplicates']})",
         f"  errors: {errors}",
@@ -71,6 +75,7 @@ def format_summary(result: dict[str, Any]) -> str:
 
 
 def run_scrape(args: argparse.Namespace) -> int:
+    """Exit 0 when the crawl finished or reached --max-pages, 130 when interrupted (resumable)."""
     cfg = config.from_args(ScrapeConfig, args, args.config)
 
     def progress(counts: dict[str, Any]) -> None:

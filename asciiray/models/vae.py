@@ -106,11 +106,20 @@ def get_preset(name: str, **overrides: object) -> VAEConfig:
 def one_hot(codes: torch.Tensor) -> torch.Tensor:
     """float32 one-hot [B, 95, S, S] of integer code grids [B, S, S], made on their device.
 
-    Same values as F.one_hot(codes.long(), 95).permute(0, 3, 1, 2).float(),
-    without the int64 intermediate that is 8x the size of the result.
+    Same values and (channels-last) strides as
+    F.one_hot(codes.long(), 95).permute(0, 3, 1, 2).float(), without the int64
+    intermediate; the layout lets every 95-channel tensor downstream keep the
+    characters contiguous.
     """
-    out = torch.zeros(codes.shape[0], NUM_CHARS, *codes.shape[1:], device=codes.device)
-    return out.scatter_(1, codes.long().unsqueeze(1), 1.0)
+    out = torch.zeros(*codes.shape, NUM_CHARS, device=codes.device)
+    return out.scatter_(-1, codes.long().unsqueeze(-1), 1.0).permute(0, 3, 1, 2)
+
+
+def log_softmax_chars(logits: torch.Tensor) -> torch.Tensor:
+    """log_softmax over the 95 characters (dim 1) without copying channels-last logits."""
+    if logits.is_contiguous():
+        return F.log_softmax(logits, dim=1)
+    return F.log_softmax(logits.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
 
 
 class VAE(nn.Module):
@@ -170,14 +179,18 @@ class VAE(nn.Module):
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Character logits [B, 95, S, S] (in the autocast dtype, if any) of latents [B, z]."""
-        return self.decoder(self.expand(z))
+        """Character logits [B, 95, S, S] (in the autocast dtype, if any) of latents [B, z].
+
+        The decoder runs channels-last, like the encoder, so the logits come out
+        with their 95 characters contiguous for the softmax and the losses.
+        """
+        return self.decoder(self.expand(z).contiguous(memory_format=torch.channels_last))
 
     def forward(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(fp32 log-probabilities [B, 95, S, S], mu, logvar); eval mode decodes z = mu."""
         mu, logvar = self.encode(codes)
         z = self.reparameterize(mu, logvar) if self.training else mu
-        return F.log_softmax(self.decode(z).float(), dim=1), mu, logvar
+        return log_softmax_chars(self.decode(z).float()), mu, logvar
 
     @torch.no_grad()
     def sample(self, n: int, device: torch.device | str | None = None,
@@ -185,7 +198,7 @@ class VAE(nn.Module):
         """fp32 log-probabilities [n, 95, S, S] decoded from z ~ N(0, I); call in eval mode."""
         device = device if device is not None else next(self.parameters()).device
         z = torch.randn(n, self.cfg.z_dim, device=device, generator=generator)
-        return F.log_softmax(self.decode(z).float(), dim=1)
+        return log_softmax_chars(self.decode(z).float())
 
 
 def count_parameters(model: nn.Module) -> int:

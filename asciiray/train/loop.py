@@ -9,6 +9,7 @@ metrics of their epoch (so a restarted worker group resumes exactly there).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -190,7 +191,7 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
                 break
         elapsed = time.perf_counter() - started
         if consecutive_bad > config["max_nonfinite_steps"]:
-            report_stop(config, epoch, f"{consecutive_bad} consecutive steps had a non-finite loss or gradient")
+            report_stop(config, epoch, rank, f"{consecutive_bad} consecutive steps had a non-finite loss or gradient")
             return
         model.eval()
         val_sums = Sums()
@@ -230,11 +231,20 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
 
 
-def report_stop(config: dict[str, Any], epoch: int, reason: str) -> None:
-    """End the run without a new checkpoint, so the last good one stays the latest."""
+STOP_FILE = "stopped.json"
+
+
+def report_stop(config: dict[str, Any], epoch: int, rank: int, reason: str) -> None:
+    """End the run without a new checkpoint, so the last good one stays the latest.
+
+    The reason goes into the run's storage, where the driver (or a Tune trial) reads it.
+    """
     import ray.train
 
-    log.error("stopping at epoch %d: %s; the last good checkpoint is kept", epoch + 1, reason)
+    if rank == 0:
+        log.error("stopping at epoch %d: %s; the last good checkpoint is kept", epoch + 1, reason)
+        storage.write_bytes(storage.join(config["run_uri"], STOP_FILE),
+                            json.dumps({"epoch": epoch + 1, "reason": reason}).encode())
     ray.train.report({"epoch": epoch + 1, "stopped": reason})
 
 

@@ -46,6 +46,7 @@ EVAL_SETS = ("onehot", "soft", "random")
 
 @dataclass
 class RendererTrainConfig(RunOptions):
+    learning_rate: float = option(3e-3, "Adam learning rate")
     preset: str = option("default", "renderer preset: default (64x64 grids), tiny (tests)")
     font_res: int = option(0, "pixels per character cell; match the VAE's --font-res (0: the preset's)")
     font_zoom: float = option(0.0, "font size relative to the cell; match the VAE's (0: the preset's)")
@@ -56,6 +57,8 @@ class RendererTrainConfig(RunOptions):
     max_pieces: int = option(0, "use only the first N pieces (by id) that fit the grid (0: all)")
     target: str = option("discrete", "what to imitate: discrete (glyph of the argmax) or continuous "
                                      "(probability-weighted glyphs)", choices=("discrete", "continuous"))
+    crop: int = option(0, "train on random crop x crop windows of the grids (0: whole grids): cheaper steps "
+                          "for the same per-cell task; validation always draws whole grids")
     random_prop: float = option(0.5, "share of each training batch made of random grids instead of corpus grids")
     onehot_prop: float = option(0.25, "share of training cells left one-hot; the rest are perturbed")
     temperature_min: float = option(0.1, "lowest softmax temperature of the noisy-logit cells")
@@ -79,6 +82,8 @@ def check(cfg: RendererTrainConfig) -> None:
         raise UserError(f"--random-prop {cfg.random_prop} must be in [0, 1): some of each batch must be corpus grids")
     if not 0 <= cfg.onehot_prop <= 1:
         raise UserError(f"--onehot-prop {cfg.onehot_prop} must be in [0, 1]")
+    if cfg.crop < 0:
+        raise UserError(f"--crop {cfg.crop} must be 0 (whole grids) or a window side in cells")
     if not 0 < cfg.temperature_min <= cfg.temperature_max:
         raise UserError(f"--temperature-min {cfg.temperature_min} and --temperature-max {cfg.temperature_max} "
                         f"must be positive, min <= max")
@@ -189,8 +194,15 @@ class RendererTask(Task):
             yield codes
 
     def train_inputs(self, codes: torch.Tensor) -> torch.Tensor:
-        """A training batch of distributions: corpus grids, some swapped for random ones, then perturbed."""
-        k = round(len(codes) * self.config["random_prop"])
+        """A training batch of distributions: corpus grids (or crops), some swapped for random ones, perturbed."""
+        b, s, _ = codes.shape
+        crop = self.config["crop"]
+        if 0 < crop < s:
+            start = torch.randint(0, s - crop + 1, (b, 2), device=codes.device)
+            cells = torch.arange(crop, device=codes.device)
+            rows, cols = start[:, :1] + cells, start[:, 1:] + cells
+            codes = codes[torch.arange(b, device=codes.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        k = round(b * self.config["random_prop"])
         if k:
             codes = torch.cat([random_codes(k, codes.shape[-1], codes.device), codes[k:]])
         return perturb(codes, self.config["onehot_prop"], self.config["temperature_min"],

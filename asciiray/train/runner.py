@@ -16,6 +16,7 @@ from typing import Any
 
 from asciiray import storage
 from asciiray.errors import UserError
+from asciiray.train.loop import STOP_FILE
 from asciiray.train.options import RUNTIME_KEYS, RunOptions
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,12 @@ def launch(train_func: Callable[[dict], None], opts: RunOptions, loop_config: di
     )
     log.info("run %s: %d worker(s), %s, storage %s", opts.run_name, opts.num_workers,
              "GPU" if use_gpu else "CPU", run_uri(opts))
+    stop_file = storage.join(run_uri(opts), STOP_FILE)
+    storage.delete_file(stop_file)
     result = trainer.fit()
-    stopped = (result.metrics or {}).get("stopped")
-    if stopped:
-        raise RunStopped(f"run {opts.run_name} stopped at epoch {result.metrics['epoch']}: {stopped}; "
+    if storage.exists(stop_file):
+        stop = json.loads(storage.read_bytes(stop_file))
+        raise RunStopped(f"run {opts.run_name} stopped at epoch {stop['epoch']}: {stop['reason']}; "
                          f"its last good checkpoint is kept in {run_uri(opts)}")
     return result
 

@@ -131,10 +131,13 @@ def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequenc
     from asciiray import data
     from asciiray.embedded import DEFAULT_CORPUS
     from asciiray.models import get_preset
+    from asciiray.render import make_renderer
     from asciiray.runtime import ensure_ray
     from asciiray.train import runner
 
     model_config = get_preset(cfg.preset)
+    # A bad --renderer (unknown, or a neural checkpoint of other sizes) fails here in one line, not in the workers.
+    make_renderer(cfg.renderer, cfg.font_res, cfg.font_zoom, grid=model_config.grid)
     cfg = dataclasses.replace(cfg, corpus=cfg.corpus or DEFAULT_CORPUS)
     cfg = runner.prepare(cfg, "vae", explicit)
     plan = data.plan(cfg.corpus, model_config.grid, cfg.validation_prop, cfg.max_pieces or None)

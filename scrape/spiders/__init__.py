@@ -78,6 +78,7 @@ class SiteSpider(scrapy.Spider):
         return links
 
     def piece(self, text: str, labels: list[str], url: str, caption: str = "") -> RawPiece:
+        """A raw piece of this site; the pipeline, not the spider, cleans and stores it."""
         return RawPiece(text=text, labels=labels, source=self.name, url=url, caption=caption)
 
     def count(self, kind: str, url: str, detail: str) -> None:

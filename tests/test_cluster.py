@@ -1,0 +1,300 @@
+"""Cluster deployment: the launcher config, the KubeRay manifest, and job submission
+to a real two-node Ray cluster with token authentication, all on loopback.
+
+The cluster is started with `ray start` as separate processes (never the
+suite's in-process Ray) and is torn down by process: every process of it
+carries a marker variable, so nothing else on the machine is touched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = Path(sys.executable).parent / "ray"
+MARKER = "ASCIIRAY_TEST_CLUSTER"
+CLI_TIMEOUT_S = 120
+TRAIN_TIMEOUT_S = 900
+
+
+# --- static files ---------------------------------------------------------------------------------
+
+def test_ray_cluster_yaml_validates_against_rays_schema():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    text = (ROOT / "ray_cluster.yaml").read_text()
+    config = yaml.safe_load(text)
+    validate_config(prepare_config(config))  # what `ray up` runs before touching AWS
+
+    nodes = config["available_node_types"]
+    assert nodes[config["head_node_type"]]["resources"] == {"CPU": 0}
+    workers = [n for name, n in nodes.items() if name != config["head_node_type"]]
+    assert len(workers) == 1 and workers[0]["min_workers"] == 0 and workers[0]["max_workers"] >= 1
+    assert workers[0]["node_config"]["InstanceType"].startswith(("g", "p"))
+    assert all("IamInstanceProfile" in n["node_config"] for n in nodes.values())
+    for command in config["head_start_ray_commands"][1:] + config["worker_start_ray_commands"][1:]:
+        assert "RAY_AUTH_MODE=token" in command
+    assert "--dashboard-host=127.0.0.1" in config["head_start_ray_commands"][-1]
+    assert "IpPermissions" not in config["provider"].get("security_group", {})
+    assert not re.search(r"aws_(access_key_id|secret_access_key)|AKIA[0-9A-Z]{16}", text, re.I)
+
+    broken = dict(config, not_a_launcher_key=1)
+    with pytest.raises(Exception, match="not_a_launcher_key"):
+        validate_config(prepare_config(broken))
+
+
+def _rayjob() -> dict:
+    docs = [d for d in yaml.safe_load_all((ROOT / "cluster" / "rayjob.yaml").read_text()) if d]
+    (job,) = [d for d in docs if d["kind"] == "RayJob"]
+    return job
+
+
+def test_rayjob_manifest_parses_and_runs_a_valid_asciiray_command():
+    from asciiray import jobs
+    from asciiray.cli import build_parser
+
+    job = _rayjob()
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:2] == ["asciiray", "train"]
+    args = build_parser().parse_args(argv[1:])
+    assert args.storage_path.startswith("s3://") and args.use_gpu
+    assert jobs.validate_command(argv) == argv
+
+    cluster = job["spec"]["rayClusterSpec"]
+    assert cluster["authOptions"]["mode"] == "token" and cluster["authOptions"]["secretName"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (gpu,) = cluster["workerGroupSpecs"]
+    assert gpu["minReplicas"] == 0 and gpu["maxReplicas"] >= 1
+    (container,) = gpu["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"]
+    for spec in (cluster["headGroupSpec"]["template"]["spec"], gpu["template"]["spec"]):
+        assert spec["serviceAccountName"] == "asciiray"
+
+
+def test_runtime_env_file_is_a_valid_runtime_env():
+    from ray.runtime_env import RuntimeEnv
+
+    env = yaml.safe_load((ROOT / "cluster" / "runtime_env.yaml").read_text())
+    RuntimeEnv(**env, working_dir=str(ROOT))
+
+
+# --- the CLI, without a cluster --------------------------------------------------------------------
+
+def asciiray(*args: str, token: str | None = None, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run the real CLI with a clean Ray auth environment (and this shell's AWS settings)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    if token is not None:
+        env["RAY_AUTH_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "asciiray", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("asciiray: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_unreachable_address_is_a_one_line_error():
+    address = f"http://127.0.0.1:{free_port()}"
+    result = asciiray("submit", "--address", address, "--", "asciiray", "train", "-n", "1")
+    assert_one_line_error(result, "cannot reach", address, "ray start --head")
+    assert_one_line_error(asciiray("jobs", "list", "--address", address), address)
+
+
+def test_submit_accepts_only_valid_asciiray_job_commands():
+    address = f"http://127.0.0.1:{free_port()}"  # never reached: the command is checked first
+    assert_one_line_error(asciiray("submit", "--address", address, "--", "python", "x.py"),
+                          "asciiray train|train-renderer|tune")
+    assert_one_line_error(asciiray("submit", "--address", address, "--", "asciiray", "corpus", "stats", "x"),
+                          "asciiray train|train-renderer|tune")
+    assert_one_line_error(asciiray("submit", "--address", address, "--", "asciiray", "train", "--bogus"),
+                          "unrecognized arguments: --bogus")
+
+
+# --- a real two-node cluster with token authentication ---------------------------------------------
+
+def _marked_pids(marker: str) -> list[int]:
+    needle = f"{MARKER}={marker}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def _stop_cluster(procs: list[subprocess.Popen], marker: str, grace_s: float = 60.0) -> None:
+    """SIGTERM the `ray start --block` sessions, then SIGKILL whatever of this cluster is left."""
+    for proc in reversed(procs):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    while _marked_pids(marker) and time.monotonic() < deadline:
+        time.sleep(1)
+    for pid in _marked_pids(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for proc in procs:
+        proc.wait(timeout=30)
+
+
+def _get(url: str, token: str) -> dict:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _wait_for_nodes(dashboard: str, token: str, procs: list[subprocess.Popen], temp_dir: str,
+                    timeout_s: float = 180.0) -> None:
+    """Until as many nodes are alive as `ray start` processes run; their logs if one dies first."""
+    count = len(procs)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            nodes = _get(f"{dashboard}/api/v0/nodes", token)["data"]["result"]["result"]
+            if sum(n["state"] == "ALIVE" for n in nodes) >= count:
+                return
+        except (OSError, KeyError, ValueError):
+            pass
+        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+            logs = "".join(Path(temp_dir, f"start-{i}.log").read_text()[-2000:] for i in range(count))
+            raise RuntimeError(f"the test Ray cluster did not come up with {count} nodes:\n{logs}")
+        time.sleep(1)
+
+
+def _unique_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head (1 CPU) and a second node (1 CPU) on 127.0.0.1, token auth on; yields (address, token)."""
+    temp_dir = tempfile.mkdtemp(prefix="arc-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    token, marker = secrets.token_hex(16), uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_"))}
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, MARKER: marker,
+                "PATH": f"{RAY.parent}{os.pathsep}{env.get('PATH', '')}"})
+    names = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+             "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
+    gcs_port, dashboard_port, client_port, *ports = _unique_ports(3 + 2 * len(names))
+
+    def node_ports(offset: int) -> list[str]:
+        return [arg for i, name in enumerate(names) for arg in (f"--{name}", str(ports[offset + i]))]
+
+    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--temp-dir", temp_dir,
+              "--disable-usage-stats"]
+    head = [str(RAY), "start", "--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(dashboard_port), "--include-dashboard", "true",
+            "--ray-client-server-port", str(client_port), *node_ports(0), *common]
+    worker = [str(RAY), "start", "--address", f"127.0.0.1:{gcs_port}", *node_ports(len(names)), *common]
+    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    procs: list[subprocess.Popen] = []
+    try:
+        for i, command in enumerate((head, worker)):
+            with open(Path(temp_dir) / f"start-{i}.log", "w") as log:
+                procs.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
+            _wait_for_nodes(dashboard, token, procs, temp_dir)
+        yield dashboard, token
+    finally:
+        _stop_cluster(procs, marker)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _job_count(dashboard: str, token: str) -> int:
+    return len(_get(f"{dashboard}/api/jobs/", token))
+
+
+def test_submission_without_or_with_a_wrong_token_is_refused(cluster):
+    dashboard, token = cluster
+    before = _job_count(dashboard, token)
+    job = ["--", "asciiray", "train", "-n", "1", "--preset", "tiny"]
+    assert_one_line_error(asciiray("submit", "--address", dashboard, *job), "401", "RAY_AUTH_TOKEN")
+    assert_one_line_error(asciiray("submit", "--address", dashboard, *job, token="not-the-token"),
+                          "403", "RAY_AUTH_TOKEN")
+    assert_one_line_error(asciiray("jobs", "list", "--address", dashboard), "401")
+    assert _job_count(dashboard, token) == before
+
+
+def test_jobs_stop_stops_a_running_job(cluster, monkeypatch):
+    from ray.job_submission import JobStatus
+
+    from asciiray import jobs
+
+    dashboard, token = cluster
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
+    client = jobs.client(dashboard)
+    job_id = client.submit_job(entrypoint="sleep 600")
+    deadline = time.monotonic() + 120
+    while client.get_job_status(job_id) != JobStatus.RUNNING:
+        assert time.monotonic() < deadline, client.get_job_info(job_id)
+        time.sleep(0.5)
+
+    result = asciiray("jobs", "stop", job_id, "--address", dashboard, token=token)
+    assert result.returncode == 0, result.stderr
+    assert f"job {job_id} STOPPED" in result.stdout
+    assert client.get_job_status(job_id) == JobStatus.STOPPED
+    status = asciiray("jobs", "status", job_id, "--address", dashboard, token=token)
+    assert status.returncode == 0 and "STOPPED" in status.stdout
+
+
+def test_tiny_train_job_checkpoints_to_s3(cluster, s3_bucket):
+    if importlib.util.find_spec("asciiray.cli.train") is None:
+        pytest.skip("LEAD: `asciiray train` is not registered yet; this test runs once asciiray/cli/train.py lands")
+    import boto3
+
+    dashboard, token = cluster
+    run = f"s3://{s3_bucket}/runs"
+    result = asciiray("submit", "--address", dashboard, "--follow", "--",
+                      "asciiray", "train", "--preset", "tiny", "-n", "1", "-b", "16", "--max-pieces", "64",
+                      "--num-workers", "1", "--cpus-per-worker", "1",
+                      "--storage-path", run, "--run-name", "on-cluster",
+                      token=token, timeout=TRAIN_TIMEOUT_S)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    job_id = re.search(r"submitted job (\S+)", result.stdout).group(1)
+    assert f"{dashboard}/#/jobs/{job_id}" in result.stdout
+    assert f"job {job_id} SUCCEEDED" in result.stdout
+
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
+        Bucket=s3_bucket, Prefix="runs/on-cluster/").get("Contents", [])]
+    assert any(re.match(r"runs/on-cluster/checkpoint_[^/]+/model\.safetensors$", k) for k in keys), keys
+
+    logs = asciiray("jobs", "logs", job_id, "--address", dashboard, token=token)
+    assert logs.returncode == 0 and "done: 1 epochs" in logs.stdout and "latest checkpoint: s3://" in logs.stdout
+    listing = asciiray("jobs", "list", "--address", dashboard, token=token)
+    assert re.search(rf"{job_id}\s+SUCCEEDED\s.*python -m asciiray train", listing.stdout), listing.stdout
