@@ -58,7 +58,8 @@ class ProgressReport:
         return ext
 
     def spider_opened(self, spider: Any) -> None:
-        self.task.start(self.interval, now=True)
+        self._emit({"event": "progress"})  # at once: the parent learns the crawl has started
+        self.task.start(self.interval, now=False)
 
     def spider_closed(self, spider: Any, reason: str) -> None:
         if self.task.running:
@@ -66,10 +67,13 @@ class ProgressReport:
         self._emit({"event": "closed", "reason": reason})
 
     def report(self) -> None:
-        if not self._emit({"event": "progress"}):
-            self.task.stop()
-            logger.warning("progress reader is gone: stopping the crawl gracefully")
-            deferred_from_coro(self.crawler.stop_async())
+        # Stopping before the engine runs would be lost (and leave the process waiting forever),
+        # so a crawl whose reader is gone is stopped at the first tick after it started.
+        if self._emit({"event": "progress"}) or not self.crawler.engine.running:
+            return
+        self.task.stop()
+        logger.warning("progress reader is gone: stopping the crawl gracefully")
+        deferred_from_coro(self.crawler.stop_async())
 
     def _emit(self, head: dict[str, Any]) -> bool:
         """Write one line; False when nobody reads it any more."""

@@ -168,7 +168,7 @@ def test_two_worker_run_learns_to_draw_held_out_grids(trained, corpus_dir):
     assert meta["kind"] == "renderer" and meta["model"] == dataclasses.asdict(get_renderer_preset("tiny"))
     history = meta["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
-    assert history[-1]["step"] >= 250, "a few hundred optimizer steps"
+    assert history[-1]["step"] >= 200, "a few hundred optimizer steps"
     for name in ("onehot", "soft", "random"):
         assert math.isfinite(history[-1][f"val/psnr_{name}"]) and history[-1][f"val/mse_{name}"] >= 0
 

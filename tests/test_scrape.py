@@ -99,7 +99,7 @@ class FixtureServer:
                 if page is None:
                     return self.send(404, b"<html><body>Not found</body></html>")
                 if path == server.gate:
-                    server.opened.wait(30)
+                    server.opened.wait(90)
                 with server.lock:
                     fail = page.fail_first and path not in server.failed
                     server.failed.add(path)
@@ -226,7 +226,7 @@ def assert_crawled(out: Path, expected: list[dict]) -> None:
 
 
 def run_crawl(site: str, server: FixtureServer, out: Path, **options) -> dict:
-    options = {"delay": 0.0, "concurrency": 2, "timeout": 10.0, "progress_interval": 0.2, **options}
+    options = {"delay": 0.0, "concurrency": 2, "timeout": 30.0, "progress_interval": 0.2, **options}
     return crawl(site, str(out), base_url=server.base_url, **options)
 
 
@@ -395,9 +395,10 @@ def test_max_pages_then_resume_fetches_nothing_twice(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.glob("pieces-*.jsonl")) == [f"pieces-{i:05d}.jsonl" for i in range(shards)]
 
 
-def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+def wait_for(condition, what: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
+        assert proc.poll() is None, f"the crawl exited ({proc.returncode}) before {what}: {proc.communicate()}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
 
@@ -409,21 +410,21 @@ def test_ctrl_c_then_resume_loses_no_piece(tmp_path: Path) -> None:
     log = out / ".crawl" / "crawl.log"
     with FixtureServer(fixture_dir, EU_NEW, gate="/animals/insects") as server:
         command = [sys.executable, "-m", "asciiray", "scrape", "asciiart.eu", "--out", str(out),
-                   "--base-url", server.base_url, "--delay", "0", "--concurrency", "1", "--timeout", "10"]
+                   "--base-url", server.base_url, "--delay", "0", "--concurrency", "1", "--timeout", "60"]
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            wait_for(lambda: "/animals/insects" in server.paths(), "the gated page to be requested")
+            wait_for(lambda: "/animals/insects" in server.paths(), "the gated page was requested", proc)
             proc.send_signal(signal.SIGINT)
-            wait_for(lambda: log.exists() and "shutting down gracefully" in log.read_text(), "a graceful stop")
+            wait_for(lambda: "shutting down gracefully" in log.read_text(), "a graceful stop began", proc)
             server.opened.set()  # the page in flight now completes
-            stdout, stderr = proc.communicate(timeout=60)
+            stdout, stderr = proc.communicate(timeout=90)
         finally:
             proc.kill()
         assert proc.returncode == 130, stderr
         assert "--resume" in stdout
         first = server.paths()
         assert "/animals/insects/bees" not in first  # found by the interrupted page, fetched after resuming
-        resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=60)
+        resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=90)
         assert resumed.returncode == 0, resumed.stderr
         assert "finished" in resumed.stdout
     counts = collections.Counter(server.paths())

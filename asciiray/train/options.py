@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from asciiray.config import option
 
 # Keys that may change when a run is resumed: they say where and how it runs, not what it learns.
-RUNTIME_KEYS = frozenset({"num_workers", "use_gpu", "cpus_per_worker", "threads", "max_failures", "address",
-                          "resume", "storage_path", "run_name", "print_every"})
+RUNTIME_KEYS = frozenset({"num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker", "threads", "max_failures",
+                          "address", "resume", "storage_path", "run_name", "print_every"})
 
 
 @dataclass
@@ -32,6 +32,7 @@ class RunOptions:
     num_workers: int = option(1, "Ray Train workers (DDP processes)")
     use_gpu: bool | None = option(None, "one GPU per worker (default: when CUDA is present)")
     cpus_per_worker: float = option(1.0, "CPUs reserved per worker (fractions allowed)")
+    gpus_per_worker: float = option(1.0, "GPUs reserved per worker when on GPU (a fraction shares a GPU)")
     threads: int = option(0, "torch threads per worker (0: the node's cores divided among its workers)")
     max_failures: int = option(0, "restart the workers from the latest checkpoint up to N times after a failure")
     max_nonfinite_steps: int = option(20, "stop the run after this many consecutive non-finite steps")

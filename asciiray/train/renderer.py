@@ -33,7 +33,10 @@ import torch.nn.functional as F
 from asciiray.charset import NUM_CHARS, SPACE
 from asciiray.config import option
 from asciiray.errors import UserError
-from asciiray.train.loop import Task
+from asciiray.models import NeuralRenderer, RendererConfig, get_renderer_preset, one_hot
+from asciiray.render import glyph_atlas, render_codes, render_probs
+from asciiray.train import checkpoint
+from asciiray.train.loop import Task, run
 from asciiray.train.options import RunOptions
 
 log = logging.getLogger(__name__)
@@ -65,10 +68,8 @@ class RendererTrainConfig(RunOptions):
     temperature_max: float = option(3.0, "highest softmax temperature of the noisy-logit cells")
 
 
-def model_config(cfg: dict[str, Any] | RendererTrainConfig):
+def renderer_config(cfg: dict[str, Any] | RendererTrainConfig) -> RendererConfig:
     """The RendererConfig a training config asks for: its preset with the non-zero overrides."""
-    from asciiray.models import get_renderer_preset
-
     get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
     overrides = {k: get(k) for k in ("font_res", "font_zoom", "channels") if get(k)}
     if get("depth") >= 0:
@@ -78,6 +79,8 @@ def model_config(cfg: dict[str, Any] | RendererTrainConfig):
 
 def check(cfg: RendererTrainConfig) -> None:
     """Reject settings that would make meaningless training data, before any worker starts."""
+    if cfg.target not in ("discrete", "continuous"):
+        raise UserError(f"--target {cfg.target!r} is unknown: use discrete or continuous")
     if not 0 <= cfg.random_prop < 1:
         raise UserError(f"--random-prop {cfg.random_prop} must be in [0, 1): some of each batch must be corpus grids")
     if not 0 <= cfg.onehot_prop <= 1:
@@ -110,8 +113,6 @@ def perturb(codes: torch.Tensor, onehot_prop: float, temperature_min: float, tem
     between label smoothing, two-character mixtures and noisy logits (see the
     module docstring).
     """
-    from asciiray.models import one_hot
-
     b, s, _ = codes.shape
     device = codes.device
 
@@ -141,8 +142,6 @@ def perturb(codes: torch.Tensor, onehot_prop: float, temperature_min: float, tem
 
 def target_image(probs: torch.Tensor, atlas: torch.Tensor, target: str) -> torch.Tensor:
     """What the renderer should draw for `probs`: the discrete or the continuous render."""
-    from asciiray.render import render_codes, render_probs
-
     if target == "discrete":
         return render_codes(probs.argmax(1), atlas)
     return render_probs(probs, atlas)
@@ -164,16 +163,12 @@ class RendererTask(Task):
 
     def __init__(self, config: dict[str, Any], device: torch.device) -> None:
         super().__init__(config, device)
-        from asciiray.render import glyph_atlas
-
-        self.model_config = model_config(config)
+        self.model_config = renderer_config(config)
         self.atlas = glyph_atlas(self.model_config.font_res, self.model_config.font_zoom).to(device)
         self.sample: torch.Tensor | None = None
         self.val_generator: torch.Generator | None = None
 
     def build_model(self) -> torch.nn.Module:
-        from asciiray.models import NeuralRenderer
-
         return NeuralRenderer(self.model_config)
 
     def batches(self, split: str, epoch: int) -> Iterator[torch.Tensor]:
@@ -210,15 +205,14 @@ class RendererTask(Task):
 
     def eval_inputs(self, codes: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The three held-out views of a batch of corpus grids: one-hot, soft, random (one-hot)."""
-        from asciiray.models import one_hot
-
         return {
             "onehot": one_hot(codes),
             "soft": perturb(codes, 0.0, self.config["temperature_min"], self.config["temperature_max"], generator),
             "random": one_hot(random_codes(len(codes), codes.shape[-1], codes.device, generator)),
         }
 
-    def step(self, model: torch.nn.Module, codes: torch.Tensor, epoch: int):
+    def step(self, model: torch.nn.Module, codes: torch.Tensor,
+             epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         target = self.config["target"]
         if model.training:
             probs = self.train_inputs(codes)
@@ -245,7 +239,7 @@ class RendererTask(Task):
                       model(views["onehot"])[0], model(views["soft"])[0]]
         border = torch.ones(images[0].shape[0], max(1, self.model_config.font_res // 2), device=self.device)
         row = torch.cat([images[0], border, images[1], border, images[2]], dim=1).float().cpu().numpy()
-        writer.add_image("val/target|onehot|soft", row, epoch, dataformats="HW")
+        writer.add_image("val/target_onehot_soft", row, epoch, dataformats="HW")
         return None
 
     def meta(self) -> dict[str, Any]:
@@ -256,8 +250,6 @@ class RendererTask(Task):
 
 def train_func(config: dict[str, Any]) -> None:
     """The Ray Train per-worker entry point."""
-    from asciiray.train.loop import run
-
     run(RendererTask, config)
 
 
@@ -269,9 +261,10 @@ def train_renderer(cfg: RendererTrainConfig, explicit: set[str] = frozenset(), c
     from asciiray.train import runner
 
     check(cfg)
-    grid = model_config(cfg).grid
+    renderer_config(cfg)  # a bad preset or size fails before the run is created
     cfg = dataclasses.replace(cfg, corpus=cfg.corpus or DEFAULT_CORPUS)
     cfg = runner.prepare(cfg, "renderer", explicit)
+    grid = renderer_config(cfg).grid  # from the stored config, when resuming
     plan = data.plan(cfg.corpus, grid, cfg.validation_prop, cfg.max_pieces or None)
     log.info("corpus %s: %d pieces, %d fit the %dx%d grid (%d left out); %d train, %d validation",
              cfg.corpus, plan.rows, plan.fitting, grid, grid, plan.over_grid, plan.train, plan.val)
@@ -280,11 +273,8 @@ def train_renderer(cfg: RendererTrainConfig, explicit: set[str] = frozenset(), c
     return runner.launch(train_func, cfg, {}, datasets, callbacks)
 
 
-def load_renderer(uri_or_dir: str, device: str | torch.device = "cpu") -> torch.nn.Module:
+def load_renderer(uri_or_dir: str, device: str | torch.device = "cpu") -> NeuralRenderer:
     """A trained neural renderer from a checkpoint (local or S3), frozen: eval mode, no gradients to its weights."""
-    from asciiray.models import NeuralRenderer, RendererConfig
-    from asciiray.train import checkpoint
-
     with checkpoint.opened(uri_or_dir) as d:
         meta = checkpoint.load_meta(d)
         if meta.get("kind") != "renderer":

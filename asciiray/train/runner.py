@@ -90,7 +90,7 @@ def launch(train_func: Callable[[dict], None], opts: RunOptions, loop_config: di
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=opts.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": opts.cpus_per_worker,
-                                                           **({"GPU": 1} if use_gpu else {})}),
+                                                           **({"GPU": opts.gpus_per_worker} if use_gpu else {})}),
         run_config=RunConfig(
             name=opts.run_name, storage_path=base, storage_filesystem=fs,
             checkpoint_config=CheckpointConfig(num_to_keep=opts.keep_checkpoints,

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
 
+import scrapy
 from scrapy.http import Response
 
 from scrape.html import caption_before, pre_text
@@ -32,11 +33,12 @@ class TextArtIoSpider(SiteSpider):
     async def start(self) -> AsyncIterator[Any]:
         yield self.page(self.base_url + "art/tags", self.parse_tags)
 
-    def tag_page(self, tag: str, number: int) -> Any:
+    def tag_page(self, tag: str, number: int) -> scrapy.Request:
+        """Page `number` of a tag (pages are numbered from 1)."""
         url = f"{self.base_url}art/tag/{quote(tag, safe='')}/{number}"
         return self.page(url, self.parse_tag, tag=tag, number=number)
 
-    def tag_requests(self, response: Response) -> list[Any]:
+    def tag_requests(self, response: Response) -> list[scrapy.Request]:
         """Page 1 of every tag linked from the page, and any further tag-list page."""
         requests = []
         for url in self.site_links(response, "a::attr(href)"):
