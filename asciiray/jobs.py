@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import io
 import os
+import re
 import shlex
 import time
 from collections.abc import Iterator
@@ -104,6 +105,7 @@ def _translated(address: str) -> Iterator[None]:
                         "check the job id with `asciiray jobs list`") from None
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = re.sub(r"^Request failed with status code \d+: ", "", first)
         raise UserError(f"the Ray job server at {address}: {first}") from None
 
 

@@ -74,11 +74,11 @@ def gumbel_tau(epoch: int, rate: float) -> float:
 
 
 class _StraightThrough(torch.autograd.Function):
-    """Forward: the one-hot of the argmax over dim 1. Backward: the gradient passes unchanged."""
+    """Forward: the one-hot of the argmax over the last dim. Backward: the gradient passes unchanged."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, soft: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(soft).scatter_(1, soft.argmax(dim=1, keepdim=True), 1.0)
+        return torch.zeros_like(soft).scatter_(-1, soft.argmax(dim=-1, keepdim=True), 1.0)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
@@ -86,12 +86,15 @@ class _StraightThrough(torch.autograd.Function):
 
 
 def gumbel_softmax_st(logp: torch.Tensor, tau: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Straight-through Gumbel-softmax sample over dim 1: exact one-hot forward, soft gradient backward."""
-    logp = logp.float()
+    """Straight-through Gumbel-softmax sample over dim 1: exact one-hot forward, soft gradient backward.
+
+    Works on a characters-last view, which is contiguous for the VAE's channels-last output.
+    """
+    cells = logp.float().movedim(1, -1)
     # Gumbel(0, 1) noise as -log(-log(U)), built in place: the noise tensor is the largest one here.
-    noise = torch.empty_like(logp).uniform_(generator=generator).log_().neg_().log_().neg_()
-    soft = F.softmax(noise.add_(logp).div_(tau), dim=1)
-    return _StraightThrough.apply(soft)
+    noise = torch.empty_like(cells).uniform_(generator=generator).log_().neg_().log_().neg_()
+    soft = F.softmax(noise.add_(cells).div_(tau), dim=-1)
+    return _StraightThrough.apply(soft).movedim(-1, 1)
 
 
 def image_loss(renderer: Renderer, codes: torch.Tensor, logp: torch.Tensor, tau: float,

@@ -466,19 +466,20 @@ def _progress_callback(spec: Spec) -> Any:
             self.best: float | None = None
             self.best_trial: str | None = None
 
-        def _send(self, trials: list[Any], event: str) -> None:
+        def _send(self, trials: list[Any], event: str, ending: Any = None, status: str = "") -> None:
+            """Tune calls the trial hooks before it updates the trial's status: `ending` gets `status` here."""
             sink = _SINKS.get(uri)
             if sink is None:
                 return
-            status = [t.status for t in trials]
-            ended = [t for t in trials if t.status == "TERMINATED"]
+            states = [status if t is ending else t.status for t in trials]
+            ended = [t for t, s in zip(trials, states) if s == "TERMINATED"]
             early = sum(1 for t in ended if (t.last_result or {}).get("epoch", 0) < n_epochs)
-            sink(Snapshot(running=status.count("RUNNING") + status.count("PAUSED"), pending=status.count("PENDING"),
-                          done=len(ended) - early, stopped_early=early, failed=status.count("ERROR"),
+            sink(Snapshot(running=states.count("RUNNING") + states.count("PAUSED"), pending=states.count("PENDING"),
+                          done=len(ended) - early, stopped_early=early, failed=states.count("ERROR"),
                           metric=metric, best=self.best, best_trial=self.best_trial, event=event))
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._send(trials, f"{trial.trial_id} started: {_params(trial.config)}")
+            self._send(trials, f"{trial.trial_id} started: {format_params(trial.config)}", trial, "RUNNING")
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             value = result.get(metric)
@@ -491,15 +492,17 @@ def _progress_callback(spec: Spec) -> Any:
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             epochs = (trial.last_result or {}).get("epoch", 0)
             verb = "finished" if epochs >= n_epochs else "stopped early"
-            self._send(trials, f"{trial.trial_id} {verb} after {epochs} epoch(s)")
+            self._send(trials, f"{trial.trial_id} {verb} after {epochs} epoch(s)", trial, "TERMINATED")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._send(trials, f"{trial.trial_id} failed")
+            error = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).is_file() else ""
+            self._send(trials, f"{trial.trial_id} failed: {failure_reason(error)}", trial, "ERROR")
 
     return Progress()
 
 
-def _params(values: dict[str, Any]) -> str:
+def format_params(values: dict[str, Any]) -> str:
+    """key=value pairs of a trial's searched options, numbers to 4 significant digits."""
     return ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
 
 

@@ -98,6 +98,53 @@ def test_runtime_env_file_is_a_valid_runtime_env():
     RuntimeEnv(**env, working_dir=str(ROOT))
 
 
+# --- the job library, without a cluster ----------------------------------------------------------
+
+def test_address_is_the_flag_then_ray_address_then_local(monkeypatch):
+    from asciiray import jobs
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert jobs.resolve_address(None) == "http://127.0.0.1:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")
+    assert jobs.resolve_address(None) == "http://head:8265"
+    assert jobs.resolve_address("http://other:8265") == "http://other:8265"
+
+
+def test_runtime_env_carries_the_checkout_and_only_the_set_variables(monkeypatch):
+    from asciiray import jobs
+
+    for name in jobs.ENV_PASSTHROUGH:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_REGION", "")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")
+    env = jobs.runtime_env(working_dir=jobs.project_root(), base={"env_vars": {"PYTHONUNBUFFERED": "1"}})
+    assert env["working_dir"] == str(ROOT)
+    assert env["env_vars"] == {"PYTHONUNBUFFERED": "1", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}
+    assert "env_vars" not in jobs.runtime_env(working_dir=None, env_passthrough=())
+
+
+def test_token_comes_from_ray_auth_token_or_its_file(monkeypatch, tmp_path):
+    from asciiray import jobs
+    from asciiray.errors import UserError
+
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    assert jobs._token_headers() == {}
+    (tmp_path / "token").write_text("from-file\n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
+    assert jobs._token_headers() == {"Authorization": "Bearer from-file"}
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert jobs._token_headers() == {"Authorization": "Bearer from-env"}
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert jobs._token_headers() == {}
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(UserError, match="RAY_AUTH_TOKEN_PATH"):
+        jobs._token_headers()
+
+
 # --- the CLI, without a cluster --------------------------------------------------------------------
 
 def asciiray(*args: str, token: str | None = None, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
@@ -125,14 +172,15 @@ def test_unreachable_address_is_a_one_line_error():
     assert_one_line_error(asciiray("jobs", "list", "--address", address), address)
 
 
-def test_submit_accepts_only_valid_asciiray_job_commands():
+def test_submit_accepts_only_valid_asciiray_job_commands(capsys):
+    from asciiray.cli import main
+
     address = f"http://127.0.0.1:{free_port()}"  # never reached: the command is checked first
-    assert_one_line_error(asciiray("submit", "--address", address, "--", "python", "x.py"),
-                          "asciiray train|train-renderer|tune")
-    assert_one_line_error(asciiray("submit", "--address", address, "--", "asciiray", "corpus", "stats", "x"),
-                          "asciiray train|train-renderer|tune")
-    assert_one_line_error(asciiray("submit", "--address", address, "--", "asciiray", "train", "--bogus"),
-                          "unrecognized arguments: --bogus")
+    for job, needle in ((["python", "x.py"], "asciiray train|train-renderer|tune"),
+                        (["asciiray", "corpus", "stats", "x"], "asciiray train|train-renderer|tune"),
+                        (["asciiray", "train", "--bogus"], "unrecognized arguments: --bogus")):
+        assert main(["submit", "--address", address, "--", *job]) == 2
+        assert_one_line_error(subprocess.CompletedProcess([], 2, "", capsys.readouterr().err), needle)
 
 
 # --- a real two-node cluster with token authentication ---------------------------------------------
@@ -150,7 +198,7 @@ def _marked_pids(marker: str) -> list[int]:
     return pids
 
 
-def _stop_cluster(procs: list[subprocess.Popen], marker: str, grace_s: float = 60.0) -> None:
+def _stop_cluster(procs: list[subprocess.Popen], marker: str, grace_s: float = 20.0) -> None:
     """SIGTERM the `ray start --block` sessions, then SIGKILL whatever of this cluster is left."""
     for proc in reversed(procs):
         try:

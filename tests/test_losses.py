@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from asciiray.charset import NUM_CHARS, SPACE
+from asciiray.errors import UserError
 from asciiray.losses import (ce_loss, char_weights, compute_losses, gumbel_softmax_st, gumbel_tau, image_loss,
                              kl_loss, random_roll, reconstruction_metrics, reconstruction_sums)
 from asciiray.models import VAE, get_preset, one_hot
@@ -35,6 +36,8 @@ def test_char_weights_follow_the_formula():
     assert weights[1] > weights[-1], "rarer characters weigh more"
     with pytest.raises(ValueError):
         char_weights(torch.ones(10), 1.0, 1.0)
+    with pytest.raises(UserError, match="space_deemph"):
+        char_weights(counts, 1.0, 0.0)
 
 
 def test_ce_is_zero_for_a_perfect_reconstruction():
@@ -56,6 +59,16 @@ def test_ce_matches_cross_entropy_of_logits():
             assert torch.allclose(ce_loss(logp, codes.to(torch.uint8), w, smoothing), expected, atol=1e-5)
     uniform = torch.full((4, NUM_CHARS, 8, 8), -math.log(NUM_CHARS))
     assert ce_loss(uniform, codes).item() == pytest.approx(math.log(NUM_CHARS), rel=1e-5)
+
+
+def test_ce_is_the_same_in_both_layouts():
+    torch.manual_seed(0)
+    codes = random_codes()
+    logp = torch.log_softmax(torch.randn(4, NUM_CHARS, 8, 8), 1)
+    channels_last = logp.contiguous(memory_format=torch.channels_last)
+    weight = char_weights(torch.rand(NUM_CHARS), 1.0, 3.0)
+    for smoothing in (0.0, 0.2):
+        assert torch.allclose(ce_loss(channels_last, codes, weight, smoothing), ce_loss(logp, codes, weight, smoothing))
 
 
 def test_ce_is_fp32_for_bf16_input():

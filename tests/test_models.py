@@ -12,7 +12,7 @@ import torch
 from asciiray.charset import NUM_CHARS
 from asciiray.errors import UserError
 from asciiray.models import PRESETS, VAE, VAEConfig, count_parameters, get_preset, one_hot
-from asciiray.models.vae import describe
+from asciiray.models.vae import describe, log_softmax_chars
 
 
 def codes_for(cfg: VAEConfig, batch: int) -> torch.Tensor:
@@ -93,6 +93,16 @@ def test_one_hot_matches_torch():
     codes = codes_for(get_preset("tiny"), 2)
     expected = torch.nn.functional.one_hot(codes.long(), NUM_CHARS).permute(0, 3, 1, 2).float()
     assert torch.equal(one_hot(codes), expected)
+    assert one_hot(codes).stride() == expected.stride()
+
+
+def test_log_softmax_chars_in_both_layouts():
+    logits = torch.randn(2, NUM_CHARS, 5, 5)
+    expected = torch.log_softmax(logits, 1)
+    assert torch.allclose(log_softmax_chars(logits), expected)
+    channels_last = logits.contiguous(memory_format=torch.channels_last)
+    out = log_softmax_chars(channels_last)
+    assert torch.allclose(out, expected) and out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_embedding_input_equals_a_1x1_conv_on_the_one_hot():

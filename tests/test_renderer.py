@@ -189,7 +189,7 @@ def test_vae_epoch_with_the_neural_renderer_leaves_it_untouched(trained, corpus_
     ckpt = checkpoint.latest_in(trained)
     before = load_file(f"{ckpt}/{checkpoint.MODEL_FILE}")
     assert main(["train", "--preset", "tiny", "--corpus", corpus_dir, "--renderer", f"neural:{ckpt}",
-                 "--font-res", "2", "--image-recon-loss-coeff", "1.0", "-n", "1", "-b", "32",
+                 "--font-res", "2", "--image-recon-loss-coeff", "1.0", "-n", "1", "-b", "32", "--max-pieces", "300",
                  "--num-workers", "2", "--cpus-per-worker", "0.5", "--threads", "1",
                  "--storage-path", str(tmp_path), "--run-name", "vae"]) == 0
     after = load_file(f"{ckpt}/{checkpoint.MODEL_FILE}")

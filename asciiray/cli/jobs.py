@@ -7,14 +7,18 @@ import logging
 import sys
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from asciiray import config
 from asciiray.errors import UserError
 
+if TYPE_CHECKING:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
 SUBMIT_EXAMPLES = """examples:
   asciiray submit --follow -- asciiray train --preset seed --use-gpu --num-workers 2 \\
       --storage-path s3://my-bucket/runs --run-name cats
-  RAY_ADDRESS=http://127.0.0.1:8265 asciiray submit -- asciiray tune tune/loss.yaml
+  RAY_ADDRESS=http://127.0.0.1:8265 asciiray submit -- asciiray tune tune/SPEC.yaml
   asciiray jobs logs raysubmit_XXXX --follow
 
 The address is --address, else RAY_ADDRESS, else http://127.0.0.1:8265. A cloud
@@ -32,6 +36,8 @@ def _quiet_ray_sdk() -> None:
     for name in ("ray.dashboard.modules.job.sdk", "ray.dashboard.modules.dashboard_sdk",
                  "ray._private.runtime_env.packaging"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Its only warning says .git and .venv stay behind, which is what we want.
+    logging.getLogger("ray._private.runtime_env.working_dir").setLevel(logging.ERROR)
 
 
 def _address_parent() -> argparse.ArgumentParser:
@@ -58,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "of this checkout, when there is one)")
     s.add_argument("--pass-env", action=argparse.BooleanOptionalAction, default=True,
                    help="pass this shell's AWS_* S3 settings and RAY_AUTH_MODE to the job (turn off on "
-                        "clusters that get S3 access from an instance profile or service account)")
+                        "clusters that get S3 access from an instance profile or service account; default: on)")
     s.add_argument("command", nargs=argparse.REMAINDER, metavar="-- asciiray COMMAND ...",
                    help="the job's command line: asciiray train|train-renderer|tune ...")
     s.set_defaults(func=run_submit)
@@ -107,15 +113,12 @@ def run_submit(args: argparse.Namespace) -> int:
         if state.is_terminal():
             return _report_end(job_client, job_id, state)
         print(f"job {job_id} is {state}")
-    print(f"follow it: asciiray jobs logs {job_id} --follow" + _address_hint(args.address))
+    address = f" --address {args.address}" if args.address else ""
+    print(f"follow it: asciiray jobs logs {job_id} --follow{address}")
     return 0
 
 
-def _address_hint(address: str | None) -> str:
-    return f" --address {address}" if address else ""
-
-
-def _wait_started(job_client, job_id: str):
+def _wait_started(job_client: JobSubmissionClient, job_id: str) -> JobStatus:
     """Wait until the job left PENDING (runtime env set up, entrypoint launched), bounded."""
     from asciiray import jobs
     from ray.job_submission import JobStatus
@@ -128,7 +131,7 @@ def _wait_started(job_client, job_id: str):
     return details.status
 
 
-def _report_end(job_client, job_id: str, final) -> int:
+def _report_end(job_client: JobSubmissionClient, job_id: str, final: JobStatus) -> int:
     from asciiray import jobs
     from ray.job_submission import JobStatus
 

@@ -17,7 +17,7 @@ EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from asciiray.train.vae import TrainConfig
+    from asciiray.train.options import TrainConfig
 
     p = sub.add_parser("train", help="train the VAE with Ray Train", epilog=EXAMPLES,
                        description="Train the ASCII-art VAE on Ray Train (DDP, mixed precision, checkpoints "

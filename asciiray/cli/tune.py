@@ -109,5 +109,5 @@ def report(experiment) -> None:
         print(f"\nno trial reported {experiment.spec.metric} yet")
         return
     print(f"\nbest trial {best.trial_id}: {experiment.spec.metric} {best.best:.4f} "
-          f"({', '.join(f'{k}={tune._fmt(v)}' for k, v in best.params.items())})")
+          f"({tune.format_params(best.params)})")
     print(f"best checkpoint: {best.checkpoint or '(none kept)'}")

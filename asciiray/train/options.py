@@ -1,4 +1,6 @@
-"""Options every training command shares: where a run lives, how it scales, how it steps.
+"""Training options as data: those every training command shares, and the VAE's own.
+
+Kept free of torch and ray imports so the CLI can build its parsers at once.
 
 Each field is at once a config-file key and a CLI flag (see asciiray.config).
 """
@@ -37,3 +39,22 @@ class RunOptions:
     max_failures: int = option(0, "restart the workers from the latest checkpoint up to N times after a failure")
     max_nonfinite_steps: int = option(20, "stop the run after this many consecutive non-finite steps")
     address: str = option("", "Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
+
+
+@dataclass
+class TrainConfig(RunOptions):
+    preset: str = option("small", "model preset: seed (the prototype's shapes), small (CPU), tiny (tests)")
+    corpus: str = option("", "corpus directory or s3:// prefix (default: the embedded FIGlet corpus)")
+    validation_prop: float = option(0.1, "share of pieces held out for validation (stable per piece id)")
+    max_pieces: int = option(0, "use only the first N pieces (by id) that fit the grid (0: all)")
+    kl_coeff: float = option(5e-4, "weight of the KL term")
+    ce_recon_loss_scale: float = option(1.0, "weight of the cross-entropy reconstruction term")
+    image_recon_loss_coeff: float = option(0.5, "weight of the rendered-image MSE term (0 turns it off)")
+    gumbel_tau_r: float = option(0.1, "Gumbel-softmax temperature decay: tau = max(0.5, exp(-r * epoch))")
+    space_deemph: float = option(1.0, "divide the class weight of the space character by this")
+    char_weights_scaling: float = option(0.0, "class weights (1/(freq+1))^s from corpus character frequencies")
+    ce_label_smoothing: float = option(0.0, "label smoothing of the cross entropy")
+    roll_std: float = option(1.0, "std (cells) of the random roll augmentation (0: off)")
+    renderer: str = option("continuous", "renderer of the image loss: continuous, or neural:CHECKPOINT")
+    font_res: int = option(4, "pixels per character cell in rendered images")
+    font_zoom: float = option(1.0, "font size relative to the cell")

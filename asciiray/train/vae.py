@@ -5,37 +5,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from asciiray.charset import decode, side_by_side
-from asciiray.config import option
 from asciiray.train.loop import Task
-from asciiray.train.options import RunOptions
+from asciiray.train.options import TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig(RunOptions):
-    preset: str = option("small", "model preset: seed (the prototype's shapes), small (CPU), tiny (tests)")
-    corpus: str = option("", "corpus directory or s3:// prefix (default: the embedded FIGlet corpus)")
-    validation_prop: float = option(0.1, "share of pieces held out for validation (stable per piece id)")
-    max_pieces: int = option(0, "use only the first N pieces (by id) that fit the grid (0: all)")
-    kl_coeff: float = option(5e-4, "weight of the KL term")
-    ce_recon_loss_scale: float = option(1.0, "weight of the cross-entropy reconstruction term")
-    image_recon_loss_coeff: float = option(0.5, "weight of the rendered-image MSE term (0 turns it off)")
-    gumbel_tau_r: float = option(0.1, "Gumbel-softmax temperature decay: tau = max(0.5, exp(-r * epoch))")
-    space_deemph: float = option(1.0, "divide the class weight of the space character by this")
-    char_weights_scaling: float = option(0.0, "class weights (1/(freq+1))^s from corpus character frequencies")
-    ce_label_smoothing: float = option(0.0, "label smoothing of the cross entropy")
-    roll_std: float = option(1.0, "std (cells) of the random roll augmentation (0: off)")
-    renderer: str = option("continuous", "renderer of the image loss: continuous, or neural:CHECKPOINT")
-    font_res: int = option(4, "pixels per character cell in rendered images")
-    font_zoom: float = option(1.0, "font size relative to the cell")
 
 
 class VAETask(Task):
@@ -109,8 +88,8 @@ class VAETask(Task):
         text = side_by_side(decode(self.sample[0].cpu().numpy()), decode(recon.cpu().numpy()))
         if writer is not None:
             image = pair_image(self.sample[0], recon, self.display.atlas)
-            writer.add_image("val/input|reconstruction", image, epoch, dataformats="HW")
-            writer.add_text("val/input|reconstruction", "    " + text.replace("\n", "\n    "), epoch)
+            writer.add_image("val/input_reconstruction", image, epoch, dataformats="HW")
+            writer.add_text("val/input_reconstruction", "    " + text.replace("\n", "\n    "), epoch)
         return text
 
     def meta(self) -> dict[str, Any]:

@@ -1,0 +1,234 @@
+"""`asciiray tune` on the suite's local Ray: ASHA, S3 storage, a failing trial, interrupt + resume, bad specs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asciiray.cli import main
+from tests.test_train import make_pieces
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+    from asciiray.corpus import CorpusBuilder
+
+    out = tmp_path_factory.mktemp("tune-corpus") / "tiny"
+    builder = CorpusBuilder()
+    for i, text in enumerate(make_pieces(120)):
+        builder.add(text, ["test", str(i % 3)], "files")
+    builder.write(str(out))
+    return str(out)
+
+
+def write_spec(tmp_path: Path, corpus: str, **overrides) -> str:
+    """A tiny spec on the test corpus: 1-worker CPU trials small enough for 4 to share the suite's 2 CPUs."""
+    spec = {
+        "name": "exp",
+        "storage_path": str(tmp_path / "runs"),
+        "base": {"preset": "tiny", "corpus": corpus, "n_epochs": 3, "batch_size": 32, "font_res": 2,
+                 "threads": 1},
+        "space": {"kl_coeff": {"type": "loguniform", "low": 1e-5, "high": 1e-2}},
+        "search": "random",
+        "seed": 0,
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "resources": {"num_workers": 1, "cpus_per_worker": 0.2},
+    }
+    spec.update(overrides)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def own_history(run_uri: str) -> list[dict]:
+    """What the trial's training run itself reported, from its latest checkpoint."""
+    from asciiray.train import checkpoint
+
+    with checkpoint.opened(run_uri) as d:
+        return checkpoint.load_meta(d)["history"]
+
+
+def checkpoint_epochs(run_dir: Path) -> dict[str, int]:
+    return {p.parent.name: json.loads(p.read_text())["epoch"] for p in run_dir.glob("checkpoint_*/meta.json")}
+
+
+def registered_checkpoints(run_dir: Path) -> int:
+    """Checkpoints Ray Train has recorded as complete (the ones a restarted run resumes from)."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    try:
+        return len(json.loads(snapshot.read_text())["checkpoint_results"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_asha_experiment_table_and_best_checkpoint(corpus, tmp_path, capsys):
+    from asciiray import storage, tune
+    from asciiray.train import checkpoint
+
+    # The CE scale multiplies most of the loss, so later grid points report worse val/loss: with two trials
+    # at a time, the last two meet the first two's results at the first rung and ASHA stops at least one.
+    spec_path = write_spec(tmp_path, corpus, max_concurrent=2, space={
+        "ce_recon_loss_scale": {"type": "grid", "values": [0.5, 1.0, 2.0, 4.0]},
+        "kl_coeff": {"type": "loguniform", "low": 1e-5, "high": 1e-2},
+        "image_recon_loss_coeff": {"type": "uniform", "low": 0.05, "high": 0.5},
+    })
+    assert main(["tune", spec_path]) == 0
+    out = capsys.readouterr().out
+    assert "stopped early" in out and "best val/loss" in out
+
+    exp_uri = str(tmp_path / "runs" / "exp")
+    experiment = tune.read(exp_uri)
+    rows = {t.trial_id: t for t in experiment.trials}
+    assert len(rows) == 4
+    assert {t.status for t in rows.values()} <= {"done", "stopped early"}
+    assert any(t.status == "stopped early" for t in rows.values())
+    assert any(t.status == "done" and t.epochs == 3 for t in rows.values())
+    for t in rows.values():
+        run_uri = storage.join(exp_uri, f"trial_{t.trial_id}", tune.RUN_NAME)
+        history = own_history(run_uri)[:t.epochs]
+        assert [h["epoch"] for h in history] == list(range(1, t.epochs + 1))
+        assert t.best == pytest.approx(min(h["val/loss"] for h in history))
+        assert list(experiment.frames[t.trial_id]["val/loss"]) == pytest.approx([h["val/loss"] for h in history])
+        assert list(Path(run_uri, "tensorboard").glob("events.out.tfevents*")), "per-trial TensorBoard events"
+
+    best = experiment.best
+    assert best.best == min(t.best for t in rows.values())
+    assert best.checkpoint.startswith(storage.join(exp_uri, f"trial_{best.trial_id}", tune.RUN_NAME, "checkpoint_"))
+    with checkpoint.opened(best.checkpoint) as d:
+        assert checkpoint.load_meta(d)["metrics"]["val/loss"] == pytest.approx(best.best)
+    assert f"best checkpoint: {best.checkpoint}" in out
+
+    csv, png = tmp_path / "trials.csv", tmp_path / "trials.png"
+    assert main(["tune", "results", exp_uri, "--csv", str(csv), "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "best val/loss" in out and "stopped early" in out and f"best checkpoint: {best.checkpoint}" in out
+    lines = csv.read_text().splitlines()
+    assert lines[0].startswith("trial_id,status,config/")
+    assert len(lines) == 1 + sum(t.epochs for t in rows.values())
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_s3_experiment_with_a_diverging_trial(corpus, tmp_path, s3_bucket, capsys):
+    import boto3
+
+    from asciiray import tune
+
+    # One trial's learning rate is absurd: its loss goes non-finite at once and its run stops itself.
+    spec_path = write_spec(tmp_path, corpus, storage_path=f"s3://{s3_bucket}/tune", search="grid",
+                           scheduler="none", max_concurrent=2,
+                           base={"preset": "tiny", "corpus": corpus, "n_epochs": 2, "batch_size": 8,
+                                 "font_res": 2, "threads": 1, "grad_clip": 0.0, "max_nonfinite_steps": 2},
+                           space={"learning_rate": {"type": "grid", "values": [1e-3, 1e30]}})
+    assert main(["tune", spec_path]) == 0
+    capsys.readouterr()
+
+    exp_uri = f"s3://{s3_bucket}/tune/exp"
+    assert main(["tune", "results", exp_uri]) == 0
+    out = capsys.readouterr().out
+    assert "non-finite" in out and f"best checkpoint: {exp_uri}/trial_" in out
+
+    rows = {t.params["learning_rate"]: t for t in tune.read(exp_uri).trials}
+    good, bad = rows[1e-3], rows[1e30]
+    assert (good.status, good.epochs) == ("done", 2)
+    assert bad.status == "failed" and "non-finite" in bad.reason
+    keys = [o["Key"] for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
+            for o in page.get("Contents", [])]
+    ckpts = {k.split("/")[2] for k in keys if k.endswith("/model.safetensors")}
+    assert ckpts == {f"trial_{good.trial_id}"}, "the good trial's checkpoints are in the bucket"
+    assert any(k.startswith(f"tune/exp/trial_{good.trial_id}/train/tensorboard/") for k in keys)
+    assert any(k.startswith(f"tune/exp/trial_{bad.trial_id}/train/stopped.json") for k in keys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_interrupted_experiment_resumes(corpus, tmp_path, ray_session, capsys):
+    from asciiray import tune
+
+    # Two trials one after another; the driver is killed once the second trial has a checkpoint.
+    spec_path = write_spec(tmp_path, corpus, search="grid", scheduler="none", max_concurrent=1,
+                           base={"preset": "tiny", "corpus": corpus, "n_epochs": 2, "batch_size": 32,
+                                 "font_res": 2, "threads": 1},
+                           space={"kl_coeff": {"type": "grid", "values": [1e-4, 1e-2]}})
+    exp = tmp_path / "runs" / "exp"
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen([sys.executable, "-m", "asciiray", "tune", spec_path], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while sum(registered_checkpoints(d / "train") > 0 for d in exp.glob("trial_*")) < 2:
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        assert time.time() < deadline, "no second trial checkpointed in time"
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = {d.name: checkpoint_epochs(d / "train") for d in exp.glob("trial_*")}
+    assert sorted(sorted(c.values()) for c in before.values()) == [[1], [1, 2]], "one trial done, one started"
+
+    assert main(["tune", spec_path, "--resume"]) == 0
+    experiment = tune.read(str(exp))
+    assert [(t.status, t.epochs) for t in experiment.trials] == [("done", 2), ("done", 2)]
+    after = {d.name: checkpoint_epochs(d / "train") for d in exp.glob("trial_*")}
+    for name, ckpts in before.items():
+        assert ckpts.items() <= after[name].items(), f"{name} kept the checkpoints it had"
+        assert sorted(after[name].values()) == [1, 2], f"{name} trained every epoch once: none from scratch"
+    capsys.readouterr()
+
+    assert main(["tune", spec_path]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+BASE = {"preset": "tiny", "n_epochs": 2}
+GOOD_SPACE = {"kl_coeff": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"schedular": "asha"}, "unknown key 'schedular'"),
+    ({"base": {**BASE, "kl_coef": 0.1}}, "unknown key 'kl_coef'"),
+    ({"base": {**BASE, "storage_path": "/tmp"}}, "set by the experiment"),
+    ({"space": {"kl_coef": GOOD_SPACE["kl_coeff"]}}, "'kl_coef' is not a training option"),
+    ({"space": {"n_epochs": {"type": "randint", "low": 1, "high": 4}}}, "cannot be searched"),
+    ({"space": {"kl_coeff": {"type": "loguniform", "low": 1e-2, "high": 1e-5}}}, "must be below high"),
+    ({"space": {"kl_coeff": {"type": "loguniform", "low": 0.0, "high": 1e-2}}}, "0 < low"),
+    ({"space": {"kl_coeff": {"type": "normal", "low": 0.0, "high": 1.0}}}, "type 'normal' is unknown"),
+    ({"space": {"batch_size": {"type": "uniform", "low": 8, "high": 64}}}, "use randint or choice"),
+    ({"space": {"preset": {"type": "choice", "values": ["tiny", "huge"]}}}, "preset"),
+    ({"space": {}}, "space is empty"),
+    ({"metric": "val/accuracy"}, "unknown metric 'val/accuracy'"),
+    ({"mode": "up"}, "mode 'up'"),
+    ({"search": "grid"}, "grid needs every space entry"),
+    ({"scheduler": "pbt"}, "pbt is not supported"),
+    ({"scheduler": {"type": "asha", "grace_period": 5}}, "grace_period"),
+    ({"num_samples": 0}, "num_samples"),
+    ({"resources": {"gpus_per_worker": -1}}, "gpus_per_worker"),
+    ({"base": {**BASE, "corpus": "/nonexistent/corpus"}}, "corpus"),
+])
+def test_bad_spec_is_rejected_before_any_trial(overrides, message, tmp_path, capsys):
+    spec = {"name": "bad", "storage_path": str(tmp_path / "runs"), "base": BASE, "space": GOOD_SPACE, **overrides}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["tune", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("asciiray: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tune", "results"], "needs PATH"),
+    (["tune", "results", "{tmp}", "--resume"], "--resume does not apply"),
+    (["tune", "{tmp}/spec.yaml", "--csv", "x.csv"], "--csv does not apply"),
+    (["tune", "results", "{tmp}"], "no asciiray tune experiment"),
+    (["tune", "{tmp}/missing.yaml"], "does not exist"),
+])
+def test_tune_command_line_mistakes(argv, message, tmp_path, capsys):
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
