@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from asciiray.charset import NUM_CHARS, SPACE
 from asciiray.errors import UserError
-from asciiray.models.vae import one_hot
 from asciiray.render import Renderer
 
 TAU_MIN = 0.5
@@ -91,7 +90,8 @@ def gumbel_softmax_st(logp: torch.Tensor, tau: float, generator: torch.Generator
     Works on a characters-last view, which is contiguous for the VAE's channels-last output.
     """
     cells = logp.float().movedim(1, -1)
-    # Gumbel(0, 1) noise as -log(-log(U)), built in place: the noise tensor is the largest one here.
+    # Gumbel(0, 1) noise -log(-log(U)), then (x + noise) / tau, in place: this tensor is the largest
+    # one here, and on a CPU every allocation and pass over it shows in the step time.
     noise = torch.empty_like(cells).uniform_(generator=generator).log_().neg_().log_().neg_()
     soft = F.softmax(noise.add_(cells).div_(tau), dim=-1)
     return _StraightThrough.apply(soft).movedim(-1, 1)
@@ -99,11 +99,11 @@ def gumbel_softmax_st(logp: torch.Tensor, tau: float, generator: torch.Generator
 
 def image_loss(renderer: Renderer, codes: torch.Tensor, logp: torch.Tensor, tau: float,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """MSE between the rendered input and the rendered Gumbel sample of the decoder."""
+    """MSE between the rendered input (as one-hot) and the rendered Gumbel sample of the decoder."""
     if not renderer.differentiable:
         raise ValueError(f"the image loss needs a differentiable renderer, got {type(renderer).__name__}")
     with torch.no_grad():
-        target = renderer(one_hot(codes))
+        target = renderer.from_codes(codes)
     return F.mse_loss(renderer(gumbel_softmax_st(logp, tau, generator)).float(), target.float())
 
 

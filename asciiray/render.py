@@ -31,6 +31,18 @@ FONT_PATH = Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSansMono.ttf"
 _SUPERSAMPLE = 8
 
 
+def one_hot(codes: torch.Tensor) -> torch.Tensor:
+    """float32 one-hot [B, 95, S, S] of integer code grids [B, S, S], made on their device (the VAE's input).
+
+    Same values and (channels-last) strides as
+    F.one_hot(codes.long(), 95).permute(0, 3, 1, 2).float(), without the int64
+    intermediate; the layout lets every 95-channel tensor downstream keep the
+    characters contiguous.
+    """
+    out = torch.zeros(*codes.shape, NUM_CHARS, device=codes.device)
+    return out.scatter_(-1, codes.long().unsqueeze(-1), 1.0).permute(0, 3, 1, 2)
+
+
 @functools.lru_cache(maxsize=None)
 def glyph_atlas(font_res: int = 8, font_zoom: float = 1.0) -> torch.Tensor:
     """[95, r, r] float32 ink maps in [0, 1]; glyph i is chr(i + 32). Cached: do not mutate.
@@ -103,8 +115,19 @@ class Renderer(torch.nn.Module):
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """The image of integer code grids [B, S, S]: forward of their one-hot."""
+        return self(one_hot(codes))
 
-class DiscreteRenderer(Renderer):
+
+class _AtlasRenderer(Renderer):
+    """A renderer whose image of a one-hot grid is its glyphs, so code grids need no one-hot."""
+
+    def from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        return render_codes(codes, self.atlas)
+
+
+class DiscreteRenderer(_AtlasRenderer):
     """The glyph of each cell's most likely character: what a reader sees; no gradient."""
 
     differentiable = False
@@ -114,7 +137,7 @@ class DiscreteRenderer(Renderer):
         return render_codes(probs.argmax(1), self.atlas)
 
 
-class ContinuousRenderer(Renderer):
+class ContinuousRenderer(_AtlasRenderer):
     """Probability-weighted glyphs: an exactly differentiable stand-in for the discrete one."""
 
     differentiable = True

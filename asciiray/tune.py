@@ -7,8 +7,8 @@ is a `ray.tune.Tuner` whose storage is the experiment directory
 `<storage_path>/<name>`; the spec is saved there too, so an experiment (finished
 or not, local or S3) reads back on its own into one row per trial.
 
-Ray is imported inside the functions that need it: a spec is checked in an
-instant, before any cluster starts.
+Ray is imported inside the functions that need it: a spec is checked before
+any cluster starts.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from typing import Any
 from asciiray import config, storage
 from asciiray.config import option
 from asciiray.errors import UserError
-from asciiray.train.options import RUNTIME_KEYS
-from asciiray.train.vae import TrainConfig
+from asciiray.train.options import RUNTIME_KEYS, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +53,13 @@ MANAGED_KEYS = frozenset({"storage_path", "run_name", "resume", "address", "num_
                           "gpus_per_worker", "use_gpu"})
 UNSEARCHABLE_KEYS = RUNTIME_KEYS | MANAGED_KEYS | {"n_epochs"}
 TOP_KEYS = ("name", "storage_path", "base", "space", "search", "scheduler", "metric", "mode", "num_samples",
-            "max_concurrent", "resources", "seed")
+            "max_concurrent", "resources", "search_seed")
 
 
 @dataclass(frozen=True)
 class Distribution:
-    """How one searched training option is drawn."""
+    """How one searched training option is drawn: loguniform, uniform (floats in [low, high]), randint
+    (integers in [low, high)), choice (one of values at random) or grid (every one of values)."""
 
     type: str
     low: float | None = None
@@ -82,6 +82,8 @@ class Distribution:
 
 @dataclass(frozen=True)
 class Scheduler:
+    """When trials stop: ASHA compares them at rungs of grace_period * reduction_factor**k epochs."""
+
     type: str = option("asha", "asha: stop the worse trials at each rung; none: run every trial to the end",
                        choices=("asha", "none", "pbt"))
     grace_period: int = option(1, "epochs every trial runs before it can be stopped")
@@ -91,6 +93,8 @@ class Scheduler:
 
 @dataclass(frozen=True)
 class Resources:
+    """What each trial's TorchTrainer asks for; the trial itself only holds TRIAL_CPUS."""
+
     num_workers: int = option(1, "Ray Train workers (DDP processes) per trial")
     cpus_per_worker: float = option(1.0, "CPUs reserved per worker (fractions allowed)")
     gpus_per_worker: float = option(0.0, "GPUs per worker; a fraction lets trials share a GPU (0: CPU)")
@@ -111,7 +115,7 @@ class Spec:
     num_samples: int
     max_concurrent: int
     resources: Resources
-    seed: int | None
+    search_seed: int | None
 
     @property
     def uri(self) -> str:
@@ -135,9 +139,11 @@ class Spec:
         return d
 
 
-def _train_fields() -> dict[str, Any]:
+def _train_fields() -> dict[str, type]:
+    """Each training option's value type (`bool | None` -> bool)."""
     hints = typing.get_type_hints(TrainConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
+    return {f.name: next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+            for f in dataclasses.fields(TrainConfig)}
 
 
 def load_spec(path: str, name: str | None = None, storage_path: str | None = None) -> Spec:
@@ -165,7 +171,7 @@ def spec_from_dict(values: dict[str, Any], source: str, default_name: str) -> Sp
             raise UserError(f"{source}: base: '{key}' is set by the experiment for each trial; "
                             f"set workers and GPUs under resources, the location with storage_path")
     built = config.build(TrainConfig, base, source=f"{source}: base")
-    base = {k.replace("-", "_"): getattr(built, k.replace("-", "_")) for k in base}
+    base = {k.replace("-", "_"): _absolute(k.replace("-", "_"), getattr(built, k.replace("-", "_"))) for k in base}
 
     raw_space = _mapping(values.get("space"), f"{source}: space",
                          "a mapping of training options to distributions, e.g. "
@@ -187,8 +193,6 @@ def spec_from_dict(values: dict[str, Any], source: str, default_name: str) -> Sp
                             f"('{key}' is {dist.type}); use search: random for distributions")
         if search == "optuna" and dist.type == "grid":
             raise UserError(f"{source}: search: optuna picks its own values; make '{key}' a choice, not a grid")
-    if search == "optuna" and importlib.util.find_spec("optuna") is None:
-        raise UserError(f"{source}: search: optuna needs the optuna package: pip install 'asciiray[tune]'")
 
     metric = str(values.get("metric", "val/loss"))
     if metric not in METRICS:
@@ -207,14 +211,15 @@ def spec_from_dict(values: dict[str, Any], source: str, default_name: str) -> Sp
 
     num_samples = _count(values.get("num_samples", 1), f"{source}: num_samples", minimum=1)
     max_concurrent = _count(values.get("max_concurrent") or 0, f"{source}: max_concurrent", minimum=0)
-    seed = values.get("seed")
-    if seed is not None:
-        seed = _count(seed, f"{source}: seed", minimum=0)
+    search_seed = values.get("search_seed")
+    if search_seed is not None:
+        search_seed = _count(search_seed, f"{source}: search_seed", minimum=0)
     storage_path = str(values.get("storage_path") or "./runs")
+    storage_path = storage_path if storage.is_s3(storage_path) else storage.filesystem(storage_path)[1]
 
     spec = Spec(name=name, storage_path=storage_path, base=base, space=space, search=search,
                 scheduler=scheduler, metric=metric, mode=mode, num_samples=num_samples,
-                max_concurrent=max_concurrent, resources=resources, seed=seed)
+                max_concurrent=max_concurrent, resources=resources, search_seed=search_seed)
     n_epochs = spec.train_config().n_epochs
     s = spec.scheduler
     if s.type == "asha" and not (1 <= s.grace_period <= spec.max_t <= n_epochs and s.reduction_factor > 1):
@@ -222,6 +227,15 @@ def spec_from_dict(values: dict[str, Any], source: str, default_name: str) -> Sp
                         f"reduction_factor > 1 (got grace_period {s.grace_period}, max_t {spec.max_t}, "
                         f"reduction_factor {s.reduction_factor})")
     return spec
+
+
+def _absolute(key: str, value: Any) -> Any:
+    """Local corpus and neural-renderer paths made absolute: a trial runs in a directory of its own."""
+    if key == "corpus" and value and not storage.is_s3(value):
+        return storage.filesystem(value)[1]
+    if key == "renderer" and value.startswith("neural:") and not storage.is_s3(value[len("neural:"):]):
+        return "neural:" + storage.filesystem(value[len("neural:"):])[1]
+    return value
 
 
 def _mapping(value: Any, where: str, example: str) -> dict[str, Any]:
@@ -260,13 +274,13 @@ def _distribution(key: str, entry: Any, where: str) -> Distribution:
     kind = entry.get("type")
     if kind not in DISTRIBUTIONS:
         raise UserError(f"{where}: '{key}': type {kind!r} is unknown; use one of {', '.join(DISTRIBUTIONS)}")
-    tp = config._base_type(fields[name])
+    tp = fields[name]
     if kind in ("choice", "grid"):
         values = entry.get("values")
         if "low" in entry or "high" in entry or not isinstance(values, list) or not values:
             raise UserError(f"{where}: '{key}': {kind} needs a non-empty list of values (and no low/high)")
-        checked = tuple(getattr(config.build(TrainConfig, {name: v}, source=f"{where}: '{key}'"), name)
-                        for v in values)
+        checked = tuple(_absolute(name, getattr(config.build(TrainConfig, {name: v}, source=f"{where}: '{key}'"),
+                                                name)) for v in values)
         return Distribution(kind, values=checked)
     low, high = entry.get("low"), entry.get("high")
     if "values" in entry or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
@@ -311,6 +325,10 @@ class Snapshot:
 _SINKS: dict[str, Callable[[Snapshot], None]] = {}
 
 
+def _sink_for(uri: str) -> Callable[[Snapshot], None] | None:
+    return _SINKS.get(uri)
+
+
 def run(spec: Spec, resume: bool = False, progress: Callable[[Snapshot], None] | None = None,
         address: str | None = None) -> Experiment:
     """Run (or, with `resume`, continue) the experiment; returns what it recorded.
@@ -329,6 +347,9 @@ def run(spec: Spec, resume: bool = False, progress: Callable[[Snapshot], None] |
         ray.tune.with_parameters(_trial, base=dataclasses.asdict(spec.train_config()), experiment=spec.uri),
         {"cpu": TRIAL_CPUS})
     if resume:
+        if not ray.tune.Tuner.can_restore(path, storage_filesystem=fs):
+            raise UserError(f"experiment {spec.uri} stopped before its first trial was recorded: "
+                            f"start it again under another --name")
         tuner = ray.tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                        storage_filesystem=fs)
     else:
@@ -357,6 +378,8 @@ def _check_runnable(spec: Spec, resume: bool) -> None:
     from asciiray.embedded import DEFAULT_CORPUS
     from asciiray.models import get_preset
 
+    if spec.search == "optuna" and importlib.util.find_spec("optuna") is None:
+        raise UserError("search: optuna needs the optuna package: pip install 'asciiray[tune]'")
     cfg = spec.train_config()
     presets = spec.space["preset"].values if "preset" in spec.space else (cfg.preset,)
     for preset in presets:
@@ -404,10 +427,10 @@ def _search_alg(spec: Spec) -> Any:
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        return ConcurrencyLimiter(OptunaSearch(seed=spec.seed), max_concurrent=concurrency)
+        return ConcurrencyLimiter(OptunaSearch(seed=spec.search_seed), max_concurrent=concurrency)
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=spec.seed, max_concurrent=concurrency)
+    return BasicVariantGenerator(random_state=spec.search_seed, max_concurrent=concurrency)
 
 
 def _scheduler(spec: Spec) -> Any:
@@ -424,7 +447,7 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _trial(config: dict[str, Any], base: dict[str, Any] | None = None, experiment: str = "") -> None:
+def _trial(config: dict[str, Any], base: dict[str, Any], experiment: str) -> None:
     """One trial: `asciiray train` with the trial's coefficients, stored in the trial's directory.
 
     When the driver is resumed, a trial that had started continues its run from the run's
@@ -466,11 +489,18 @@ def _progress_callback(spec: Spec) -> Any:
             self.best: float | None = None
             self.best_trial: str | None = None
 
+        def _consider(self, value: Any, trial_id: str) -> None:
+            if isinstance(value, (int, float)) and math.isfinite(value) and (
+                    self.best is None or (value < self.best if mode == "min" else value > self.best)):
+                self.best, self.best_trial = value, trial_id
+
         def _send(self, trials: list[Any], event: str, ending: Any = None, status: str = "") -> None:
             """Tune calls the trial hooks before it updates the trial's status: `ending` gets `status` here."""
-            sink = _SINKS.get(uri)
+            sink = _sink_for(uri)
             if sink is None:
                 return
+            for t in trials:  # a resumed experiment's earlier results count too
+                self._consider((t.last_result or {}).get(metric), t.trial_id)
             states = [status if t is ending else t.status for t in trials]
             ended = [t for t, s in zip(trials, states) if s == "TERMINATED"]
             early = sum(1 for t in ended if (t.last_result or {}).get("epoch", 0) < n_epochs)
@@ -483,9 +513,7 @@ def _progress_callback(spec: Spec) -> Any:
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             value = result.get(metric)
-            if value is not None and math.isfinite(value) and (
-                    self.best is None or (value < self.best if mode == "min" else value > self.best)):
-                self.best, self.best_trial = value, trial.trial_id
+            self._consider(value, trial.trial_id)
             shown = f"{value:.4f}" if value is not None else "-"
             self._send(trials, f"{trial.trial_id} epoch {result.get('epoch')}: {metric} {shown}")
 
@@ -529,6 +557,8 @@ class TrialRow:
 
 @dataclass
 class Experiment:
+    """An experiment as its storage holds it: the spec, one row per trial, every trial's reported results."""
+
     uri: str
     spec: Spec
     trials: list[TrialRow]
@@ -566,33 +596,30 @@ def read(uri: str) -> Experiment:
 
 
 def _row(uri: str, spec: Spec, trial: Any, frame: Any) -> TrialRow:
+    """A trial's summary: the best of its reported results, and the best of its checkpoints still kept."""
     import pandas as pd
 
     frame = frame if frame is not None else pd.DataFrame()
+    run_uri = storage.join(uri, Path(trial.path).name, RUN_NAME)
     epochs = int(frame["epoch"].max()) if "epoch" in frame and frame["epoch"].notna().any() else 0
     best = checkpoint = None
     if spec.metric in frame:
-        scores = frame[spec.metric].where(frame[spec.metric].map(lambda v: math.isfinite(v)))
+        scores = frame[spec.metric].where(frame[spec.metric].map(math.isfinite))
         if scores.notna().any():
             best = float(scores.min() if spec.mode == "min" else scores.max())
-        run_uri = storage.join(uri, Path(trial.path).name, RUN_NAME)
         kept = set(_checkpoint_names(run_uri))
-        if "checkpoint_path" in frame and kept:
-            rows = frame[frame["checkpoint_path"].map(lambda p: isinstance(p, str) and Path(p).name in kept)]
-            rows = rows[rows[spec.metric].notna()]
-            if len(rows):
-                pick = rows[spec.metric].idxmin() if spec.mode == "min" else rows[spec.metric].idxmax()
-                checkpoint = storage.join(run_uri, Path(rows.loc[pick, "checkpoint_path"]).name)
+        if best is not None and "checkpoint_path" in frame and kept:
+            held = scores[frame["checkpoint_path"].map(lambda p: isinstance(p, str) and Path(p).name in kept)]
+            if held.notna().any():
+                pick = held.idxmin() if spec.mode == "min" else held.idxmax()
+                checkpoint = storage.join(run_uri, Path(frame.loc[pick, "checkpoint_path"]).name)
     reason = ""
     if trial.status == "TERMINATED":
         status = "done" if epochs >= spec.max_t else "stopped early"
     elif trial.status == "ERROR":
-        status, reason = "failed", _stop_reason(storage.join(uri, Path(trial.path).name, RUN_NAME))
-        reason = reason or failure_reason(trial.get_error())
-    elif trial.status == "PENDING":
-        status = "pending"
-    else:
-        status = "unfinished"
+        status, reason = "failed", _stop_reason(run_uri) or failure_reason(trial.get_error())
+    else:  # an interrupted or unfinished experiment: a trial that never reported is still to start
+        status = "unfinished" if epochs else "pending"
     return TrialRow(trial_id=trial.trial_id, params={k: trial.config.get(k) for k in spec.space}, best=best,
                     epochs=epochs, status=status, reason=reason, checkpoint=checkpoint)
 
@@ -633,8 +660,8 @@ def results_table(experiment: Experiment) -> str:
     spec = experiment.spec
     keys = list(spec.space)
     header = ["trial", *keys, f"best {spec.metric}", "epochs", "status"]
-    order = sorted(experiment.trials, key=lambda t: (t.best is None, (t.best or 0.0) * (1 if spec.mode == "min"
-                                                                                         else -1)))
+    sign = 1 if spec.mode == "min" else -1
+    order = sorted(experiment.trials, key=lambda t: (t.best is None, sign * (t.best or 0.0)))
     body = [[t.trial_id, *(_fmt(t.params.get(k)) for k in keys),
              f"{t.best:.4f}" if t.best is not None else "-", str(t.epochs), t.status] for t in order]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]

@@ -71,6 +71,8 @@ def test_continuous_equals_discrete_on_one_hot():
     cont, disc = ContinuousRenderer(6), DiscreteRenderer(6)
     assert torch.allclose(cont(probs), disc(probs), atol=1e-6)
     assert torch.allclose(disc(probs), render_codes(codes, glyph_atlas(6)))
+    for renderer in (cont, disc):
+        assert torch.allclose(renderer.from_codes(codes.to(torch.uint8)), renderer(probs))
     assert cont.differentiable and not disc.differentiable
 
 

@@ -201,3 +201,16 @@ def test_vae_epoch_with_the_neural_renderer_leaves_it_untouched(trained, corpus_
     assert not vae_keys & set(before), "the renderer is not part of the trained model"
     image = meta["history"][-1]["val/image"]
     assert math.isfinite(image) and image > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "huge"], "renderer preset 'huge'"),
+    (["--random-prop", "1"], "--random-prop"),
+    (["--temperature-min", "0"], "--temperature-min"),
+    (["--depth", "-2"], "depth"),
+])
+def test_train_renderer_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    # A missing corpus too: were the bad option let through, the run would stop there, not train.
+    assert main(["train-renderer", "--storage-path", str(tmp_path), "--corpus", str(tmp_path / "none"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("asciiray: error:") and message in err and "\n" not in err

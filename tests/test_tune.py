@@ -40,7 +40,7 @@ def write_spec(tmp_path: Path, corpus: str, **overrides) -> str:
                  "threads": 1},
         "space": {"kl_coeff": {"type": "loguniform", "low": 1e-5, "high": 1e-2}},
         "search": "random",
-        "seed": 0,
+        "search_seed": 0,
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
         "resources": {"num_workers": 1, "cpus_per_worker": 0.2},
     }
@@ -75,9 +75,10 @@ def test_asha_experiment_table_and_best_checkpoint(corpus, tmp_path, capsys):
     from asciiray import storage, tune
     from asciiray.train import checkpoint
 
-    # The CE scale multiplies most of the loss, so later grid points report worse val/loss: with two trials
-    # at a time, the last two meet the first two's results at the first rung and ASHA stops at least one.
-    spec_path = write_spec(tmp_path, corpus, max_concurrent=2, space={
+    # The CE scale multiplies most of the loss, so later grid points report worse val/loss: with three trials
+    # at a time, the last one starts when another has ended and meets better results at the first rung,
+    # so ASHA stops it there.
+    spec_path = write_spec(tmp_path, corpus, max_concurrent=3, space={
         "ce_recon_loss_scale": {"type": "grid", "values": [0.5, 1.0, 2.0, 4.0]},
         "kl_coeff": {"type": "loguniform", "low": 1e-5, "high": 1e-2},
         "image_recon_loss_coeff": {"type": "uniform", "low": 0.05, "high": 0.5},
@@ -174,13 +175,14 @@ def test_interrupted_experiment_resumes(corpus, tmp_path, ray_session, capsys):
     assert sorted(sorted(c.values()) for c in before.values()) == [[1], [1, 2]], "one trial done, one started"
 
     assert main(["tune", spec_path, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 2: val/loss" in out and "best val/loss" in out, "progress is shown after a resume too"
     experiment = tune.read(str(exp))
     assert [(t.status, t.epochs) for t in experiment.trials] == [("done", 2), ("done", 2)]
     after = {d.name: checkpoint_epochs(d / "train") for d in exp.glob("trial_*")}
     for name, ckpts in before.items():
         assert ckpts.items() <= after[name].items(), f"{name} kept the checkpoints it had"
         assert sorted(after[name].values()) == [1, 2], f"{name} trained every epoch once: none from scratch"
-    capsys.readouterr()
 
     assert main(["tune", spec_path]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -78,6 +78,7 @@ def run_spec(args: argparse.Namespace) -> int:
     experiment = tune.run(spec, resume=bool(args.resume), address=args.address,
                           progress=lambda snapshot: print(snapshot.line(), flush=True))
     report(experiment)
+    print(f"training curves of every trial: tensorboard --logdir {experiment.uri}")
     if any(t.status in ("unfinished", "pending") for t in experiment.trials):
         print(f"\nthe experiment is not finished: continue it with "
               f"`asciiray tune {args.target} --resume`", file=sys.stderr)

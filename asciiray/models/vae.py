@@ -20,6 +20,7 @@ from torch import nn
 from asciiray.charset import DEFAULT_GRID, NUM_CHARS
 from asciiray.config import option
 from asciiray.errors import UserError
+from asciiray.render import one_hot
 
 
 @dataclass
@@ -102,18 +103,6 @@ def get_preset(name: str, **overrides: object) -> VAEConfig:
     if unknown:
         raise UserError(f"model config has no field {', '.join(unknown)}: known fields are {', '.join(sorted(fields))}")
     return dataclasses.replace(copy.deepcopy(PRESETS[name]), **overrides)
-
-
-def one_hot(codes: torch.Tensor) -> torch.Tensor:
-    """float32 one-hot [B, 95, S, S] of integer code grids [B, S, S], made on their device.
-
-    Same values and (channels-last) strides as
-    F.one_hot(codes.long(), 95).permute(0, 3, 1, 2).float(), without the int64
-    intermediate; the layout lets every 95-channel tensor downstream keep the
-    characters contiguous.
-    """
-    out = torch.zeros(*codes.shape, NUM_CHARS, device=codes.device)
-    return out.scatter_(-1, codes.long().unsqueeze(-1), 1.0).permute(0, 3, 1, 2)
 
 
 def log_softmax_chars(logits: torch.Tensor) -> torch.Tensor:

@@ -72,7 +72,7 @@ def renderer_config(cfg: dict[str, Any] | RendererTrainConfig) -> RendererConfig
     """The RendererConfig a training config asks for: its preset with the non-zero overrides."""
     get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
     overrides = {k: get(k) for k in ("font_res", "font_zoom", "channels") if get(k)}
-    if get("depth") >= 0:
+    if get("depth") != -1:
         overrides["depth"] = get("depth")
     return get_renderer_preset(get("preset"), **overrides)
 
