@@ -22,6 +22,9 @@ from asciiray.errors import UserError
 
 log = logging.getLogger(__name__)
 
+# A bare `asciiray train` takes this many pieces of the embedded corpus: a few minutes on a 2-core CPU.
+EMBEDDED_PIECES = 3000
+
 
 @dataclass
 class CorpusPlan:
@@ -40,6 +43,22 @@ class CorpusPlan:
 def subset_key(ids):
     """--max-pieces keeps the pieces with the lowest id suffix: a sample independent of the split (id prefix)."""
     return pc.utf8_slice_codeunits(ids, start=-8)
+
+
+def source(uri: str, max_pieces: int) -> tuple[str, int | None]:
+    """The corpus to read and how many of its pieces to take (None: all).
+
+    No corpus means the embedded one; max_pieces -1 means all of a given corpus but
+    EMBEDDED_PIECES of the embedded one, 0 means all.
+    """
+    from asciiray.embedded import DEFAULT_CORPUS
+
+    if max_pieces < -1:
+        raise UserError(f"--max-pieces {max_pieces}: use a count, 0 for all pieces or -1 for the default")
+    uri = uri or DEFAULT_CORPUS
+    if max_pieces == -1:
+        max_pieces = EMBEDDED_PIECES if uri == DEFAULT_CORPUS else 0
+    return uri, max_pieces or None
 
 
 def plan(uri: str, grid: int, validation_prop: float, max_pieces: int | None = None) -> CorpusPlan:
@@ -64,9 +83,11 @@ def plan(uri: str, grid: int, validation_prop: float, max_pieces: int | None = N
                         f"use a larger corpus or a proportion between 0 and 1")
     freq = corpus.char_frequencies(kept.filter(pa.array(~is_val)))
     fitting = int(pc.sum(fits).as_py())
-    return CorpusPlan(uri=uri, rows=table.num_rows, fitting=fitting, over_grid=table.num_rows - fitting,
-                      train=kept.num_rows - n_val, val=n_val, char_freq=[float(x) for x in freq],
-                      id_cutoff=id_cutoff)
+    p = CorpusPlan(uri=uri, rows=table.num_rows, fitting=fitting, over_grid=table.num_rows - fitting,
+                   train=kept.num_rows - n_val, val=n_val, char_freq=[float(x) for x in freq], id_cutoff=id_cutoff)
+    log.info("corpus %s: %d pieces, %d fit the %dx%d grid (%d left out); %d train, %d validation",
+             uri, p.rows, p.fitting, grid, grid, p.over_grid, p.train, p.val)
+    return p
 
 
 class _Encode:

@@ -156,40 +156,12 @@ def renderer_choices() -> list[str]:
     return [*_RENDERERS, NEURAL_PREFIX + "CHECKPOINT"]
 
 
-def make_renderer(spec: str, font_res: int, font_zoom: float = 1.0, grid: int | None = None) -> Renderer:
-    """The renderer named by a spec string from the config or command line.
-
-    "neural:CHECKPOINT" loads a trained renderer (a checkpoint or run directory,
-    local or s3://) frozen: eval mode, no gradient to its weights. Its font
-    size and grid travel in the checkpoint and are not overridden: they must
-    equal the run's `font_res`, `font_zoom` and (when given) `grid`, so the
-    images it draws are the ones the run's targets and displays assume; a
-    mismatch is a UserError naming the flag to change.
-    """
-    if spec.startswith(NEURAL_PREFIX):
-        return _neural(spec[len(NEURAL_PREFIX):], font_res, font_zoom, grid)
+def make_renderer(spec: str, font_res: int, font_zoom: float = 1.0) -> Renderer:
+    """A built-in renderer by name; `asciiray.train.renderer.make_renderer` adds trained ones (neural:...)."""
     cls = _RENDERERS.get(spec)
     if cls is None:
         raise UserError(f"renderer '{spec}' is unknown: use one of {', '.join(renderer_choices())}")
     return cls(font_res, font_zoom)
-
-
-def _neural(uri: str, font_res: int, font_zoom: float, grid: int | None) -> Renderer:
-    # Lazy: loading goes through the checkpoint layer, which sits above this module.
-    from asciiray.train.renderer import load_renderer
-
-    if not uri:
-        raise UserError(f"renderer '{NEURAL_PREFIX}' names no checkpoint: use {NEURAL_PREFIX}PATH_OR_S3_URI")
-    renderer = load_renderer(uri)
-    cfg = renderer.cfg
-    if (cfg.font_res, cfg.font_zoom) != (font_res, font_zoom):
-        raise UserError(f"renderer {uri} draws {cfg.font_res} pixels per cell at font zoom {cfg.font_zoom}, this "
-                        f"run uses {font_res} at {font_zoom}: pass --font-res {cfg.font_res} --font-zoom "
-                        f"{cfg.font_zoom}, or train a renderer for these sizes")
-    if grid is not None and cfg.grid != grid:
-        raise UserError(f"renderer {uri} was trained on {cfg.grid}x{cfg.grid} grids, this run's model uses "
-                        f"{grid}x{grid}: train a renderer with a preset of that grid")
-    return renderer
 
 
 def _to_numpy(image: np.ndarray | torch.Tensor) -> np.ndarray:

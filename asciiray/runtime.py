@@ -14,6 +14,22 @@ from asciiray.errors import UserError
 
 log = logging.getLogger(__name__)
 
+# glibc returns big freed buffers to the OS at once, so on a CPU every training step maps and
+# page-faults its activations anew; keeping freed memory in the heap makes CPU steps faster
+# (benchmarks/cpu_allocator.py, docs/PERFORMANCE.md). Given to CPU training workers; a variable
+# already set in the environment wins.
+CPU_ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+                     "MALLOC_TOP_PAD_": "268435456"}
+
+
+def cpu_allocator_env() -> dict[str, str]:
+    return {k: os.environ.get(k, v) for k, v in CPU_ALLOCATOR_ENV.items()}
+
+
+def local_env_vars() -> dict[str, str]:
+    """The environment of a local Ray's workers: Train v2, and Ray Data's per-dataset INFO lines off."""
+    return {"RAY_TRAIN_V2_ENABLED": "1", "RAY_DATA_LOG_LEVEL": os.environ.get("RAY_DATA_LOG_LEVEL", "WARNING")}
+
 
 def ensure_ray(address: str | None = None) -> None:
     """Connect once per process; later calls are no-ops."""
@@ -23,9 +39,9 @@ def ensure_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    env = local_env_vars() if address is None else {"RAY_TRAIN_V2_ENABLED": "1"}
     try:
-        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING,
-                 runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}})
+        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING, runtime_env={"env_vars": env})
     except ConnectionError as exc:
         raise UserError(f"cannot reach Ray at {address}: {exc}; check --address / RAY_ADDRESS") from None
     log.info("Ray ready: %s CPUs, %s GPUs", ray.cluster_resources().get("CPU", 0),

@@ -98,20 +98,19 @@ def copy_dir(src: str, dst: str) -> None:
 
 
 def delete_dir(uri: str) -> None:
-    fs, path = filesystem(uri)
-    try:
-        fs.delete_dir(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise _wrap(uri, exc) from None
+    """Remove a directory tree if it is there."""
+    _delete(uri, directory=True)
 
 
 def delete_file(uri: str) -> None:
     """Remove a file if it is there."""
+    _delete(uri, directory=False)
+
+
+def _delete(uri: str, directory: bool) -> None:
     fs, path = filesystem(uri)
     try:
-        fs.delete_file(path)
+        fs.delete_dir(path) if directory else fs.delete_file(path)
     except FileNotFoundError:
         pass
     except OSError as exc:

@@ -375,16 +375,15 @@ def run(spec: Spec, resume: bool = False, progress: Callable[[Snapshot], None] |
 def _check_runnable(spec: Spec, resume: bool) -> None:
     """Driver-side checks (model preset, corpus, storage, the experiment's existence)."""
     from asciiray import data
-    from asciiray.embedded import DEFAULT_CORPUS
     from asciiray.models import get_preset
 
     if spec.search == "optuna" and importlib.util.find_spec("optuna") is None:
         raise UserError("search: optuna needs the optuna package: pip install 'asciiray[tune]'")
     cfg = spec.train_config()
     presets = spec.space["preset"].values if "preset" in spec.space else (cfg.preset,)
+    corpus_uri, max_pieces = data.source(cfg.corpus, cfg.max_pieces)
     for preset in presets:
-        grid = get_preset(preset).grid
-        data.plan(cfg.corpus or DEFAULT_CORPUS, grid, cfg.validation_prop, cfg.max_pieces or None)
+        data.plan(corpus_uri, get_preset(preset).grid, cfg.validation_prop, max_pieces)
     storage.check_writable(spec.storage_path)
     stored = storage.join(spec.uri, SPEC_FILE)
     if resume:

@@ -6,6 +6,10 @@ training part of each epoch and skip the first (warm-up) epoch. The plain loop
 runs before and after the Ray run and the two are averaged, so machine noise
 hits both sides alike. Prints both figures and the ratio.
 
+On a CPU both sides run with the allocator settings CPU training workers get
+(asciiray.runtime.CPU_ALLOCATOR_ENV): the script restarts itself with them, so
+the ratio compares the pipelines, not the allocators.
+
     .venv/bin/python benchmarks/train_throughput.py --preset small -b 64 -n 4
     .venv/bin/python benchmarks/train_throughput.py --preset seed -b 256 -n 3 --precision bf16   # on a GPU
 """
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
+import sys
 import tempfile
 import time
 
@@ -24,6 +30,7 @@ import torch
 from asciiray import charset, corpus, data
 from asciiray.embedded import DEFAULT_CORPUS
 from asciiray.models import VAE, get_preset
+from asciiray.runtime import CPU_ALLOCATOR_ENV
 from asciiray.train.loop import autocast_for, resolve_precision
 from asciiray.train.vae import TrainConfig, VAETask, train
 
@@ -64,10 +71,14 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--max-pieces", type=int, default=2000)
     parser.add_argument("--image-recon-loss-coeff", type=float, default=0.5)
+    parser.add_argument("--plain-only", action="store_true",
+                        help="time the plain loop alone, as this process's allocator has it (no re-exec)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     use_gpu = torch.cuda.is_available()
+    if not use_gpu and not args.plain_only and any(k not in os.environ for k in CPU_ALLOCATOR_ENV):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **CPU_ALLOCATOR_ENV})
     device = torch.device("cuda" if use_gpu else "cpu")
     threads = torch.get_num_threads()
     grid = get_preset(args.preset).grid
@@ -84,6 +95,9 @@ def main() -> None:
         codes = np.stack([charset.encode(t, grid) for t in texts])
 
         before = plain_loop(cfg, codes, p.char_freq, device)
+        if args.plain_only:
+            print(f"plain PyTorch loop: {before:.1f} samples/s")
+            return
         result = train(cfg)
         after = plain_loop(cfg, codes, p.char_freq, device)
     ray_rates = [h["samples_per_s"] for h in _history(result)[1:]]

@@ -79,7 +79,8 @@ def ray_session(s3_server):
     """
     import ray
 
-    ray.init(num_cpus=2, log_to_driver=True,
-             runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}})
+    from asciiray.runtime import local_env_vars
+
+    ray.init(num_cpus=2, log_to_driver=True, runtime_env={"env_vars": local_env_vars()})
     yield ray
     ray.shutdown()

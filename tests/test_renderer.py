@@ -16,9 +16,9 @@ from asciiray.charset import NUM_CHARS
 from asciiray.cli import main
 from asciiray.errors import UserError
 from asciiray.models import NeuralRenderer, get_renderer_preset, one_hot
-from asciiray.render import glyph_atlas, make_renderer, render_codes
+from asciiray.render import glyph_atlas, render_codes
 from asciiray.train import checkpoint
-from asciiray.train.renderer import image_errors, load_renderer, perturb, random_codes, target_image
+from asciiray.train.renderer import image_errors, load_renderer, make_renderer, perturb, random_codes, target_image
 from tests.test_train import make_pieces
 
 

@@ -235,3 +235,15 @@ def test_unreachable_s3_endpoint(tmp_path, monkeypatch, capsys):
     assert main(["train", "--preset", "tiny", "--storage-path", "s3://nowhere/runs"]) == 2
     err = capsys.readouterr().err
     assert "s3://nowhere/runs" in err and "AWS_ENDPOINT_URL" in err
+
+
+def test_max_pieces_default_depends_on_the_corpus(tiny_corpus):
+    from asciiray import data
+    from asciiray.embedded import DEFAULT_CORPUS
+
+    assert data.source("", -1) == (DEFAULT_CORPUS, data.EMBEDDED_PIECES)
+    assert data.source(tiny_corpus, -1) == (tiny_corpus, None)
+    assert data.source("", 0) == (DEFAULT_CORPUS, None)
+    assert data.source(tiny_corpus, 7) == (tiny_corpus, 7)
+    with pytest.raises(UserError, match="--max-pieces -2"):
+        data.source("", -2)

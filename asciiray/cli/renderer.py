@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-
-from asciiray import config
 
 EXAMPLES = """examples:
   asciiray train-renderer                          # default preset (64x64 grids, 4 px per cell), embedded corpus
@@ -16,36 +13,27 @@ EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from asciiray.train.renderer import RendererTrainConfig
+    from asciiray.cli.train import add_training_parser
+    from asciiray.train.options import RendererTrainConfig
 
-    p = sub.add_parser("train-renderer", help="train the neural font renderer with Ray Train", epilog=EXAMPLES,
-                       description="Train a network that draws character distributions the way the discrete "
-                                   "font renderer draws their argmax, from corpus grids and random grids "
-                                   "perturbed like a decoder's output. Same runtime as `asciiray train` (DDP, "
-                                   "precision, checkpoints in a local directory or S3, --resume). Use the "
-                                   "result with `asciiray train --renderer neural:CHECKPOINT` and the same "
-                                   "--font-res.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML file whose keys are the long option names; flags override it")
-    config.add_arguments(p, RendererTrainConfig)
-    p.set_defaults(func=run_train_renderer)
+    add_training_parser(sub, "train-renderer", RendererTrainConfig, run_train_renderer, EXAMPLES,
+                        help="train the neural font renderer with Ray Train",
+                        description="Train a network that draws character distributions the way the discrete "
+                                    "font renderer draws their argmax, from corpus grids and random grids "
+                                    "perturbed like a decoder's output. Same runtime as `asciiray train` (DDP, "
+                                    "precision, checkpoints in a local directory or S3, --resume). Use the "
+                                    "result with `asciiray train --renderer neural:CHECKPOINT` and the same "
+                                    "--font-res.")
 
 
 def run_train_renderer(args: argparse.Namespace) -> int:
-    from asciiray.cli.train import _uri, explicit_keys
-    from asciiray.train import checkpoint, runner
-    from asciiray.train.renderer import RendererTrainConfig, train_renderer
+    from asciiray.cli.train import _uri, fit
+    from asciiray.train import checkpoint
+    from asciiray.train.options import RendererTrainConfig
+    from asciiray.train.renderer import train_renderer
 
-    cfg = config.from_args(RendererTrainConfig, args, args.config)
-    try:
-        result = train_renderer(cfg, explicit_keys(args, args.config))
-    except runner.RunStopped as exc:
-        print(f"asciiray: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:
-        if type(exc).__name__ != "TrainingFailedError":
-            raise
-        print(f"asciiray: training failed: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+    result = fit(train_renderer, RendererTrainConfig, args)
+    if result is None:
         return 1
     m = result.metrics
     print(f"\ndone: {m['epoch']} epochs, val loss {m['val/loss']:.5f}; held-out PSNR: one-hot "

@@ -1,4 +1,4 @@
-"""Training options as data: those every training command shares, and the VAE's own.
+"""Training options as data: those every training command shares, the VAE's and the neural renderer's.
 
 Kept free of torch and ray imports so the CLI can build its parsers at once.
 
@@ -18,6 +18,12 @@ RUNTIME_KEYS = frozenset({"num_workers", "use_gpu", "cpus_per_worker", "gpus_per
 
 @dataclass
 class RunOptions:
+    """What every training command shares: the data, the optimisation, the storage and the runtime."""
+
+    corpus: str = option("", "corpus directory or s3:// prefix (default: the embedded FIGlet corpus)")
+    validation_prop: float = option(0.1, "share of pieces held out for validation (stable per piece id)")
+    max_pieces: int = option(-1, "use only N pieces that fit the grid, a sample stable by id (0: all; -1: all of "
+                                 "a given --corpus, 3000 of the embedded one)")
     n_epochs: int = option(4, "epochs to train", flags=("-n",))
     batch_size: int = option(64, "pieces per batch on each worker", flags=("-b",))
     learning_rate: float = option(1e-3, "Adam learning rate")
@@ -44,9 +50,6 @@ class RunOptions:
 @dataclass
 class TrainConfig(RunOptions):
     preset: str = option("small", "model preset: seed (the prototype's shapes), small (CPU), tiny (tests)")
-    corpus: str = option("", "corpus directory or s3:// prefix (default: the embedded FIGlet corpus)")
-    validation_prop: float = option(0.1, "share of pieces held out for validation (stable per piece id)")
-    max_pieces: int = option(0, "use only the first N pieces (by id) that fit the grid (0: all)")
     kl_coeff: float = option(5e-4, "weight of the KL term")
     ce_recon_loss_scale: float = option(1.0, "weight of the cross-entropy reconstruction term")
     image_recon_loss_coeff: float = option(0.5, "weight of the rendered-image MSE term (0 turns it off)")
@@ -58,3 +61,21 @@ class TrainConfig(RunOptions):
     renderer: str = option("continuous", "renderer of the image loss: continuous, or neural:CHECKPOINT")
     font_res: int = option(4, "pixels per character cell in rendered images")
     font_zoom: float = option(1.0, "font size relative to the cell")
+
+
+@dataclass
+class RendererTrainConfig(RunOptions):
+    learning_rate: float = option(3e-3, "Adam learning rate")
+    preset: str = option("default", "renderer preset: default (64x64 grids), tiny (tests)")
+    font_res: int = option(0, "pixels per character cell; match the VAE's --font-res (0: the preset's)")
+    font_zoom: float = option(0.0, "font size relative to the cell; match the VAE's (0: the preset's)")
+    channels: int = option(0, "feature channels per cell (0: the preset's)")
+    depth: int = option(-1, "residual 3x3 conv blocks (-1: the preset's)")
+    target: str = option("discrete", "what to imitate: discrete (glyph of the argmax) or continuous "
+                                     "(probability-weighted glyphs)", choices=("discrete", "continuous"))
+    crop: int = option(0, "train on random crop x crop windows of the grids (0: whole grids): cheaper steps "
+                          "for the same per-cell task; validation always draws whole grids")
+    random_prop: float = option(0.5, "share of each training batch made of random grids instead of corpus grids")
+    onehot_prop: float = option(0.25, "share of training cells left one-hot; the rest are perturbed")
+    temperature_min: float = option(0.1, "lowest softmax temperature of the noisy-logit cells")
+    temperature_max: float = option(3.0, "highest softmax temperature of the noisy-logit cells")

@@ -24,20 +24,19 @@ import dataclasses
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from asciiray.charset import NUM_CHARS, SPACE
-from asciiray.config import option
 from asciiray.errors import UserError
 from asciiray.models import NeuralRenderer, RendererConfig, get_renderer_preset, one_hot
-from asciiray.render import glyph_atlas, render_codes, render_probs
+from asciiray import render
+from asciiray.render import NEURAL_PREFIX, Renderer, glyph_atlas, render_codes, render_probs
 from asciiray.train import checkpoint
 from asciiray.train.loop import Task, run
-from asciiray.train.options import RunOptions
+from asciiray.train.options import RendererTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +44,6 @@ MAX_MARGIN = 6.0
 # PSNR of an image is capped here, so a perfectly drawn (e.g. blank) image does not count as infinite.
 MAX_PSNR = 100.0
 EVAL_SETS = ("onehot", "soft", "random")
-
-
-@dataclass
-class RendererTrainConfig(RunOptions):
-    learning_rate: float = option(3e-3, "Adam learning rate")
-    preset: str = option("default", "renderer preset: default (64x64 grids), tiny (tests)")
-    font_res: int = option(0, "pixels per character cell; match the VAE's --font-res (0: the preset's)")
-    font_zoom: float = option(0.0, "font size relative to the cell; match the VAE's (0: the preset's)")
-    channels: int = option(0, "feature channels per cell (0: the preset's)")
-    depth: int = option(-1, "residual 3x3 conv blocks (-1: the preset's)")
-    corpus: str = option("", "corpus directory or s3:// prefix (default: the embedded FIGlet corpus)")
-    validation_prop: float = option(0.1, "share of pieces held out for validation (stable per piece id)")
-    max_pieces: int = option(0, "use only the first N pieces (by id) that fit the grid (0: all)")
-    target: str = option("discrete", "what to imitate: discrete (glyph of the argmax) or continuous "
-                                     "(probability-weighted glyphs)", choices=("discrete", "continuous"))
-    crop: int = option(0, "train on random crop x crop windows of the grids (0: whole grids): cheaper steps "
-                          "for the same per-cell task; validation always draws whole grids")
-    random_prop: float = option(0.5, "share of each training batch made of random grids instead of corpus grids")
-    onehot_prop: float = option(0.25, "share of training cells left one-hot; the rest are perturbed")
-    temperature_min: float = option(0.1, "lowest softmax temperature of the noisy-logit cells")
-    temperature_max: float = option(3.0, "highest softmax temperature of the noisy-logit cells")
 
 
 def renderer_config(cfg: dict[str, Any] | RendererTrainConfig) -> RendererConfig:
@@ -256,18 +234,16 @@ def train_func(config: dict[str, Any]) -> None:
 def train_renderer(cfg: RendererTrainConfig, explicit: set[str] = frozenset(), callbacks: Sequence[Any] = ()) -> Any:
     """Check everything that can be checked on the driver, then train; returns Ray's Result."""
     from asciiray import data
-    from asciiray.embedded import DEFAULT_CORPUS
     from asciiray.runtime import ensure_ray
     from asciiray.train import runner
 
     check(cfg)
     renderer_config(cfg)  # a bad preset or size fails before the run is created
-    cfg = dataclasses.replace(cfg, corpus=cfg.corpus or DEFAULT_CORPUS)
+    corpus_uri, max_pieces = data.source(cfg.corpus, cfg.max_pieces)
+    cfg = dataclasses.replace(cfg, corpus=corpus_uri, max_pieces=max_pieces or 0)
     cfg = runner.prepare(cfg, "renderer", explicit)
     grid = renderer_config(cfg).grid  # from the stored config, when resuming
     plan = data.plan(cfg.corpus, grid, cfg.validation_prop, cfg.max_pieces or None)
-    log.info("corpus %s: %d pieces, %d fit the %dx%d grid (%d left out); %d train, %d validation",
-             cfg.corpus, plan.rows, plan.fitting, grid, grid, plan.over_grid, plan.train, plan.val)
     ensure_ray(cfg.address or None)
     datasets = data.datasets(plan, grid, cfg.validation_prop)
     return runner.launch(train_func, cfg, {}, datasets, callbacks)
@@ -288,3 +264,29 @@ def load_renderer(uri_or_dir: str, device: str | torch.device = "cpu") -> Neural
         model = NeuralRenderer(cfg)
         checkpoint.load_weights(d, model)
     return model.to(device).requires_grad_(False).eval()
+
+
+def make_renderer(spec: str, font_res: int, font_zoom: float = 1.0, grid: int | None = None) -> Renderer:
+    """The renderer named by a spec string from the config or command line.
+
+    "neural:CHECKPOINT" loads a trained renderer (a checkpoint or run directory,
+    local or s3://) frozen. Its font size and grid travel in the checkpoint and
+    are not overridden: they must equal the run's `font_res`, `font_zoom` and
+    (when given) `grid`, so the images it draws are the ones the run's targets
+    and displays assume; a mismatch is a UserError naming the flag to change.
+    """
+    if not spec.startswith(NEURAL_PREFIX):
+        return render.make_renderer(spec, font_res, font_zoom)
+    uri = spec[len(NEURAL_PREFIX):]
+    if not uri:
+        raise UserError(f"renderer '{NEURAL_PREFIX}' names no checkpoint: use {NEURAL_PREFIX}PATH_OR_S3_URI")
+    renderer = load_renderer(uri)
+    cfg = renderer.cfg
+    if (cfg.font_res, cfg.font_zoom) != (font_res, font_zoom):
+        raise UserError(f"renderer {uri} draws {cfg.font_res} pixels per cell at font zoom {cfg.font_zoom}, this "
+                        f"run uses {font_res} at {font_zoom}: pass --font-res {cfg.font_res} --font-zoom "
+                        f"{cfg.font_zoom}, or train a renderer for these sizes")
+    if grid is not None and cfg.grid != grid:
+        raise UserError(f"renderer {uri} was trained on {cfg.grid}x{cfg.grid} grids, this run's model uses "
+                        f"{grid}x{grid}: train a renderer with a preset of that grid")
+    return renderer

@@ -74,9 +74,10 @@ def launch(train_func: Callable[[dict], None], opts: RunOptions, loop_config: di
            datasets: dict[str, Any], callbacks: Sequence[Any] = ()) -> Any:
     """Run `train_func` on `opts.num_workers` Ray Train workers; return Ray's Result."""
     import torch
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from asciiray.runtime import cpu_allocator_env
     from asciiray.train.loop import resolve_precision
 
     use_gpu = torch.cuda.is_available() if opts.use_gpu is None else opts.use_gpu
@@ -98,6 +99,8 @@ def launch(train_func: Callable[[dict], None], opts: RunOptions, loop_config: di
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=opts.max_failures),
             callbacks=list(callbacks) or None,
+            worker_runtime_env=None if use_gpu else {"env_vars": cpu_allocator_env()},
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
         datasets=datasets,
     )

@@ -24,7 +24,7 @@ class VAETask(Task):
         super().__init__(config, device)
         from asciiray.losses import char_weights
         from asciiray.models import get_preset
-        from asciiray.render import make_renderer
+        from asciiray.train.renderer import make_renderer
 
         self.model_config = get_preset(config["preset"])
         self.weight = char_weights(torch.tensor(config["char_freq"]), config["char_weights_scaling"],
@@ -108,23 +108,26 @@ def train_func(config: dict[str, Any]) -> None:
 def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequence[Any] = ()) -> Any:
     """Check everything that can be checked on the driver, then train; returns Ray's Result."""
     from asciiray import data
-    from asciiray.embedded import DEFAULT_CORPUS
     from asciiray.models import get_preset
-    from asciiray.render import make_renderer
+    from asciiray.train.renderer import make_renderer
     from asciiray.runtime import ensure_ray
     from asciiray.train import runner
 
-    model_config = get_preset(cfg.preset)
-    # A bad --renderer (unknown, or a neural checkpoint of other sizes) fails here in one line, not in the workers.
-    make_renderer(cfg.renderer, cfg.font_res, cfg.font_zoom, grid=model_config.grid)
-    cfg = dataclasses.replace(cfg, corpus=cfg.corpus or DEFAULT_CORPUS)
+    def checked(cfg: TrainConfig) -> int:
+        """The grid side; a bad preset or --renderer (unknown, or a neural checkpoint of other sizes)
+        fails here in one line, not in the workers."""
+        grid = get_preset(cfg.preset).grid
+        make_renderer(cfg.renderer, cfg.font_res, cfg.font_zoom, grid=grid)
+        return grid
+
+    checked(cfg)  # before the run is created
+    corpus_uri, max_pieces = data.source(cfg.corpus, cfg.max_pieces)
+    cfg = dataclasses.replace(cfg, corpus=corpus_uri, max_pieces=max_pieces or 0)
     cfg = runner.prepare(cfg, "vae", explicit)
-    plan = data.plan(cfg.corpus, model_config.grid, cfg.validation_prop, cfg.max_pieces or None)
-    log.info("corpus %s: %d pieces, %d fit the %dx%d grid (%d left out); %d train, %d validation",
-             cfg.corpus, plan.rows, plan.fitting, model_config.grid, model_config.grid, plan.over_grid,
-             plan.train, plan.val)
+    grid = checked(cfg)  # the stored config, when resuming
+    plan = data.plan(cfg.corpus, grid, cfg.validation_prop, cfg.max_pieces or None)
     ensure_ray(cfg.address or None)
-    datasets = data.datasets(plan, model_config.grid, cfg.validation_prop)
+    datasets = data.datasets(plan, grid, cfg.validation_prop)
     return runner.launch(train_func, cfg, {"char_freq": plan.char_freq}, datasets, callbacks)
 
 
@@ -141,7 +144,6 @@ def load(uri_or_dir: str, device: str | torch.device = "cpu") -> tuple[torch.nn.
         model = VAE(VAEConfig(**meta["model"]))
         checkpoint.load_weights(d, model)
     return model.to(device).eval(), meta
-
 
 
 def reconstruct(model: torch.nn.Module, codes: np.ndarray) -> np.ndarray:
