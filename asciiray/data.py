@@ -3,9 +3,10 @@
 The driver scans the small columns (id, height, width) first, so that a corpus
 with no usable piece fails before any worker starts and the number of pieces
 left out for not fitting the grid is reported, not silently dropped. Ray Data
-then streams the text column, encodes each piece to an S x S uint8 grid and
+then reads the text column, encodes each piece to an S x S uint8 grid and
 splits train/validation by id, so a piece never changes split when the corpus
-grows.
+grows; a corpus whose grids fit MATERIALIZE_BYTES is encoded once, a larger one
+is streamed from its files every epoch.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from asciiray.errors import UserError
 
 log = logging.getLogger(__name__)
 
+# Encoded corpora up to this size are read and encoded once, into Ray's object store, instead of
+# streamed from the Parquet files every epoch (docs/PERFORMANCE.md); larger ones stream.
+MATERIALIZE_BYTES = 1 << 30
 # A bare `asciiray train` takes this many pieces of the embedded corpus: a few minutes on a 2-core CPU.
 EMBEDDED_PIECES = 3000
 
@@ -109,17 +113,20 @@ class _Encode:
 
 
 def datasets(p: CorpusPlan, grid: int, validation_prop: float) -> dict:
-    """{'train', 'val'} Ray datasets with one column `codes` (uint8 [grid, grid])."""
+    """{'train', 'val'} Ray datasets with one column `codes` (uint8 [grid, grid]); needs a running Ray."""
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     fs, _ = storage.filesystem(p.uri)
     paths = [storage.filesystem(u)[1] for u in corpus.shard_uris(p.uri)]
     base = ray.data.read_parquet(paths, filesystem=fs, columns=["id", "text", "height", "width"])
-    return {
+    splits = {
         name: base.map_batches(_Encode(grid, validation_prop, name == "val", p.id_cutoff), batch_format="numpy")
         for name in ("train", "val")
     }
+    if (p.train + p.val) * grid * grid <= MATERIALIZE_BYTES:
+        splits = {name: ds.materialize() for name, ds in splits.items()}
+    return splits
 
 
 def validation_pieces(uri: str, grid: int, validation_prop: float, n: int) -> list[str]:

@@ -15,11 +15,12 @@ from asciiray.errors import UserError
 log = logging.getLogger(__name__)
 
 # glibc returns big freed buffers to the OS at once, so on a CPU every training step maps and
-# page-faults its activations anew; keeping freed memory in the heap makes CPU steps faster
-# (benchmarks/cpu_allocator.py, docs/PERFORMANCE.md). Given to CPU training workers; a variable
-# already set in the environment wins.
-CPU_ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
-                     "MALLOC_TOP_PAD_": "268435456"}
+# page-faults its activations anew. These settings keep freed memory in the heap, and send the
+# allocations of Ray Train's training thread to the main arena, whose heap can grow past the 64 MiB
+# of a thread arena (benchmarks/cpu_allocator.py, train_throughput.py, docs/PERFORMANCE.md). Given to
+# CPU training workers; a variable already set in the environment wins.
+CPU_ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+                     "MALLOC_ARENA_MAX": "1"}
 
 
 def cpu_allocator_env() -> dict[str, str]:

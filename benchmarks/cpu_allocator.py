@@ -1,9 +1,12 @@
-"""CPU training samples/s under glibc's default allocator settings vs the ones a local Ray gives its workers.
+"""CPU training samples/s under glibc's default allocator settings vs the ones CPU training workers get.
 
 Runs the plain PyTorch loop of train_throughput.py in fresh processes (glibc
 reads these variables at start), alternating the settings round after round so
 that machine noise hits every variant alike, and prints each variant's median
 and its ratio to the default. Extra arguments go to train_throughput.py.
+The loop runs in the main thread, where MALLOC_ARENA_MAX changes nothing; Ray
+Train runs the training function in another thread, whose allocations it sends
+to the main arena (train_throughput.py shows that).
 
     .venv/bin/python benchmarks/cpu_allocator.py --rounds 3 -- --preset small -b 64 -n 3 --max-pieces 1000
 """
@@ -22,10 +25,13 @@ from asciiray.runtime import CPU_ALLOCATOR_ENV
 
 VARIANTS = {
     "glibc defaults": {},
-    "mmap+trim 4 GiB": {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"},
     "mmap 32 MiB, trim 4 GiB": {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296"},
+    "the same, top pad 256 MiB": {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+                                  "MALLOC_TOP_PAD_": "268435456"},
+    "mmap and trim 4 GiB": {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"},
     "asciiray (CPU_ALLOCATOR_ENV)": CPU_ALLOCATOR_ENV,
 }
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -100,7 +100,7 @@ def main() -> None:
             return
         result = train(cfg)
         after = plain_loop(cfg, codes, p.char_freq, device)
-    ray_rates = [h["samples_per_s"] for h in _history(result)[1:]]
+        ray_rates = [h["samples_per_s"] for h in _history(result)[1:]]
     plain = (before + after) / 2
     ours = float(np.mean(ray_rates))
     print(f"device: {torch.cuda.get_device_name() if use_gpu else 'CPU'} ({threads} threads), preset {args.preset}, "

@@ -1,7 +1,7 @@
 """The `asciiray` command: one entry point, a subcommand per workflow.
 
-Every module of this package is a command group: it defines `register(subparsers)`,
-which adds its parser(s) and sets `func`. Modules keep heavy imports (torch, ray)
+Each module named in COMMANDS is a command group: it defines `register(subparsers)`,
+which adds its parser(s) and sets `func`; `--help` lists them in this, the workflow's, order. Modules keep heavy imports (torch, ray)
 inside the function they run, so `asciiray --help` answers at once.
 """
 
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import logging
 import sys
 
 from asciiray.errors import UserError
+
+COMMANDS = ("scrape", "corpus", "train", "renderer", "tune", "jobs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}").register(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 

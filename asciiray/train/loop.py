@@ -130,10 +130,17 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("asciiray").setLevel(logging.INFO)
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    # Our epoch lines go to the console through a handler of our own; the root logger stays Ray's, so
+    # Ray Train's per-report INFO records (from a logger outside the ray.* tree) do not reach it.
+    ours = logging.getLogger("asciiray")
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        ours.addHandler(handler)
+        ours.propagate = False
+    ours.setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_quiet_ray_train)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -229,6 +236,12 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
                                 {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()})
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _quiet_ray_train(record: logging.LogRecord) -> bool:
+    """Ray Train 2.60 logs every report at INFO from a logger named by its file path, which its own
+    LoggingConfig level misses; keep its warnings and errors only."""
+    return record.levelno >= logging.WARNING or "/ray/train/" not in record.pathname.replace("\\", "/")
 
 
 STOP_FILE = "stopped.json"
