@@ -35,6 +35,7 @@ def local_env_vars() -> dict[str, str]:
 def ensure_ray(address: str | None = None) -> None:
     """Connect once per process; later calls are no-ops."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # read when ray.data is first imported
     import ray
 
     if ray.is_initialized():
