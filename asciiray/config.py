@@ -6,6 +6,7 @@ Precedence: dataclass defaults < config file (YAML or JSON) < explicit flags.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import types
 import typing
@@ -114,3 +115,15 @@ def from_args(cls: type[T], args: argparse.Namespace, config_file: str | None = 
     names = {f.name for f in dataclasses.fields(cls)}
     values.update({k: v for k, v in vars(args).items() if k in names})
     return build(cls, values, source=config_file or "flags")
+
+
+def from_preset(presets: dict[str, T], name: str, what: str, **overrides: object) -> T:
+    """A fresh copy of a named preset (a dataclass), with some fields replaced; `what` names it in errors."""
+    if name not in presets:
+        raise UserError(f"{what} preset '{name}' is unknown: use one of {', '.join(presets)}")
+    fields = {f.name for f in dataclasses.fields(presets[name])}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise UserError(f"{what} config has no field {', '.join(unknown)}: known fields are "
+                        f"{', '.join(sorted(fields))}")
+    return dataclasses.replace(copy.deepcopy(presets[name]), **overrides)

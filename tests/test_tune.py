@@ -59,16 +59,17 @@ def own_history(run_uri: str) -> list[dict]:
 
 
 def checkpoint_epochs(run_dir: Path) -> dict[str, int]:
-    return {p.parent.name: json.loads(p.read_text())["epoch"] for p in run_dir.glob("checkpoint_*/meta.json")}
+    """Epoch of each checkpoint Ray Train has recorded as complete (the ones a restarted run resumes from).
 
-
-def registered_checkpoints(run_dir: Path) -> int:
-    """Checkpoints Ray Train has recorded as complete (the ones a restarted run resumes from)."""
+    A checkpoint directory being written when the driver is killed is not among them: its epoch
+    is trained again on resume, as it should be.
+    """
     snapshot = run_dir / "checkpoint_manager_snapshot.json"
     try:
-        return len(json.loads(snapshot.read_text())["checkpoint_results"])
+        results = json.loads(snapshot.read_text())["checkpoint_results"]
     except (OSError, ValueError, KeyError):
-        return 0
+        return {}
+    return {r["checkpoint_dir_name"]: r["metrics"]["epoch"] for r in results}
 
 
 def test_asha_experiment_table_and_best_checkpoint(corpus, tmp_path, capsys):
@@ -155,9 +156,12 @@ def test_interrupted_experiment_resumes(corpus, tmp_path, ray_session, capsys):
     from asciiray import tune
 
     # Two trials one after another; the driver is killed once the second trial has a checkpoint.
+    # Epochs of the tiny preset take a fraction of a second: several of them leave the second
+    # trial unfinished when the kill lands.
+    epochs = 6
     spec_path = write_spec(tmp_path, corpus, search="grid", scheduler="none", max_concurrent=1,
-                           base={"preset": "tiny", "corpus": corpus, "n_epochs": 2, "batch_size": 32,
-                                 "font_res": 2, "threads": 1},
+                           base={"preset": "tiny", "corpus": corpus, "n_epochs": epochs, "batch_size": 32,
+                                 "font_res": 2, "threads": 1, "keep_checkpoints": epochs},
                            space={"kl_coeff": {"type": "grid", "values": [1e-4, 1e-2]}})
     exp = tmp_path / "runs" / "exp"
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
@@ -165,24 +169,28 @@ def test_interrupted_experiment_resumes(corpus, tmp_path, ray_session, capsys):
         driver = subprocess.Popen([sys.executable, "-m", "asciiray", "tune", spec_path], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
-    while sum(registered_checkpoints(d / "train") > 0 for d in exp.glob("trial_*")) < 2:
+    while sum(len(checkpoint_epochs(d / "train")) > 0 for d in exp.glob("trial_*")) < 2:
         assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
         assert time.time() < deadline, "no second trial checkpointed in time"
         time.sleep(0.2)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     before = {d.name: checkpoint_epochs(d / "train") for d in exp.glob("trial_*")}
-    assert sorted(sorted(c.values()) for c in before.values()) == [[1], [1, 2]], "one trial done, one started"
+    done, started = sorted(before.values(), key=len, reverse=True)
+    assert sorted(done.values()) == list(range(1, epochs + 1)), "one trial done"
+    assert sorted(started.values()) == list(range(1, len(started) + 1)) and 0 < len(started) < epochs, \
+        "one trial started, not finished"
 
     assert main(["tune", spec_path, "--resume"]) == 0
     out = capsys.readouterr().out
-    assert "epoch 2: val/loss" in out and "best val/loss" in out, "progress is shown after a resume too"
+    assert f"epoch {epochs}: val/loss" in out and "best val/loss" in out, "progress is shown after a resume too"
     experiment = tune.read(str(exp))
-    assert [(t.status, t.epochs) for t in experiment.trials] == [("done", 2), ("done", 2)]
+    assert [(t.status, t.epochs) for t in experiment.trials] == [("done", epochs), ("done", epochs)]
     after = {d.name: checkpoint_epochs(d / "train") for d in exp.glob("trial_*")}
     for name, ckpts in before.items():
         assert ckpts.items() <= after[name].items(), f"{name} kept the checkpoints it had"
-        assert sorted(after[name].values()) == [1, 2], f"{name} trained every epoch once: none from scratch"
+        assert sorted(after[name].values()) == list(range(1, epochs + 1)), \
+            f"{name} trained every epoch once: none from scratch"
 
     assert main(["tune", spec_path]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -15,14 +15,13 @@ Every size is a field of `RendererConfig`, which travels in the checkpoint's
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asciiray import config
 from asciiray.charset import DEFAULT_GRID, NUM_CHARS
 from asciiray.config import option
 from asciiray.errors import UserError
@@ -62,14 +61,7 @@ RENDERER_PRESETS: dict[str, RendererConfig] = {
 
 def get_renderer_preset(name: str, **overrides: object) -> RendererConfig:
     """A fresh copy of a renderer preset, with some fields replaced."""
-    if name not in RENDERER_PRESETS:
-        raise UserError(f"renderer preset '{name}' is unknown: use one of {', '.join(RENDERER_PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(RendererConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise UserError(f"renderer config has no field {', '.join(unknown)}: known fields are "
-                        f"{', '.join(sorted(fields))}")
-    return dataclasses.replace(copy.deepcopy(RENDERER_PRESETS[name]), **overrides)
+    return config.from_preset(RENDERER_PRESETS, name, "renderer", **overrides)
 
 
 class NeuralRenderer(Renderer):

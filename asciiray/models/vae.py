@@ -9,14 +9,13 @@ its model exactly.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asciiray import config
 from asciiray.charset import DEFAULT_GRID, NUM_CHARS
 from asciiray.config import option
 from asciiray.errors import UserError
@@ -96,13 +95,7 @@ PRESETS: dict[str, VAEConfig] = {
 
 def get_preset(name: str, **overrides: object) -> VAEConfig:
     """A fresh copy of a preset, with some fields replaced."""
-    if name not in PRESETS:
-        raise UserError(f"model preset '{name}' is unknown: use one of {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(VAEConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise UserError(f"model config has no field {', '.join(unknown)}: known fields are {', '.join(sorted(fields))}")
-    return dataclasses.replace(copy.deepcopy(PRESETS[name]), **overrides)
+    return config.from_preset(PRESETS, name, "model", **overrides)
 
 
 def log_softmax_chars(logits: torch.Tensor) -> torch.Tensor:
