@@ -90,6 +90,34 @@ def test_two_workers_see_disjoint_shards(tiny_corpus, tmp_path):
     assert p.train - 1 <= len(a) + len(b) <= p.train, "an equal split drops at most world_size - 1 rows"
 
 
+def test_training_batches_are_shuffled_every_epoch(tiny_corpus, tmp_path):
+    import hashlib
+
+    import ray.train
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from asciiray import data
+    from asciiray.train.loop import Task
+
+    out = tmp_path / "orders"
+    out.mkdir()
+
+    def train_func(config):
+        task = Task({"batch_size": 16}, torch.device("cpu"))
+        for epoch in range(2):
+            digests = [hashlib.sha1(g.numpy().tobytes()).hexdigest() for b in task.shard_codes("train") for g in b]
+            (out / str(epoch)).write_text("\n".join(digests))
+        ray.train.report({})
+
+    TorchTrainer(train_func, scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
+                 run_config=RunConfig(name="orders", storage_path=str(tmp_path)),
+                 datasets=data.datasets(data.plan(tiny_corpus, 16, 0.1), 16, 0.1)).fit()
+    first, second = ((out / str(e)).read_text().split() for e in (0, 1))
+    assert sorted(first) == sorted(second) and len(first) > 100, "every training piece, once per epoch"
+    assert first != second, "a new order each epoch"
+
+
 def test_two_worker_ddp_run_then_resume(tiny_corpus, tmp_path):
     from asciiray.train import checkpoint, vae
 

@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from typing import Any
 
@@ -26,6 +26,10 @@ from asciiray import storage
 from asciiray.train import checkpoint
 
 log = logging.getLogger(__name__)
+
+
+# Rows of a worker's shuffle buffer: 16 MiB of 64x64 grids.
+SHUFFLE_ROWS = 4096
 
 
 class NonFiniteLoss(RuntimeError):
@@ -42,6 +46,18 @@ class Task:
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
+
+    def shard_codes(self, split: str) -> Iterator[torch.Tensor]:
+        """Code grid batches of this worker's shard of `split`, on the device. Training batches are
+        drawn from a shuffle buffer of SHUFFLE_ROWS rows (the whole shard of a small corpus), so each
+        epoch sees the pieces in an order of its own."""
+        import ray.train
+
+        size = self.config["batch_size"]
+        shard = ray.train.get_dataset_shard(split)
+        buffer = max(SHUFFLE_ROWS, 4 * size) if split == "train" else None
+        for batch in shard.iter_torch_batches(batch_size=size, device=self.device, local_shuffle_buffer_size=buffer):
+            yield batch["codes"]
 
     def batches(self, split: str, epoch: int) -> Iterable[Any]:
         """Batches of this worker's shard of `split` ('train' or 'val'), on the device."""

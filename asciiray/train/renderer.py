@@ -157,11 +157,7 @@ class RendererTask(Task):
             # The same held-out inputs every epoch (per worker), so the curves compare like with like.
             self.val_generator = torch.Generator(self.device)
             self.val_generator.manual_seed(self.config["seed"] + 1000 * ray.train.get_context().get_world_rank())
-        shard = ray.train.get_dataset_shard(split)
-        size = self.config["batch_size"]
-        for batch in shard.iter_torch_batches(batch_size=size, device=self.device,
-                                              local_shuffle_buffer_size=4 * size if training else None):
-            codes = batch["codes"]
+        for codes in self.shard_codes(split):
             if not training and self.sample is None:
                 self.sample = codes[:1]
             yield codes

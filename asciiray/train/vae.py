@@ -40,16 +40,10 @@ class VAETask(Task):
         return VAE(self.model_config)
 
     def batches(self, split: str, epoch: int) -> Iterator[torch.Tensor]:
-        import ray.train
-
         from asciiray.losses import random_roll
 
         training = split == "train"
-        shard = ray.train.get_dataset_shard(split)
-        for batch in shard.iter_torch_batches(batch_size=self.config["batch_size"], device=self.device,
-                                              local_shuffle_buffer_size=4 * self.config["batch_size"] if training
-                                              else None):
-            codes = batch["codes"]
+        for codes in self.shard_codes(split):
             if training and self.config["roll_std"] > 0:
                 codes = random_roll(codes, self.config["roll_std"])
             if not training and self.sample is None:
