@@ -49,8 +49,8 @@ def subset_key(ids):
     return pc.utf8_slice_codeunits(ids, start=-8)
 
 
-def source(uri: str, max_pieces: int) -> tuple[str, int | None]:
-    """The corpus to read and how many of its pieces to take (None: all).
+def source(uri: str, max_pieces: int) -> tuple[str, int]:
+    """The corpus to read and how many of its pieces to take (0: all).
 
     No corpus means the embedded one; max_pieces -1 means all of a given corpus but
     EMBEDDED_PIECES of the embedded one, 0 means all.
@@ -62,11 +62,11 @@ def source(uri: str, max_pieces: int) -> tuple[str, int | None]:
     uri = uri or DEFAULT_CORPUS
     if max_pieces == -1:
         max_pieces = EMBEDDED_PIECES if uri == DEFAULT_CORPUS else 0
-    return uri, max_pieces or None
+    return uri, max_pieces
 
 
-def plan(uri: str, grid: int, validation_prop: float, max_pieces: int | None = None) -> CorpusPlan:
-    """Counts per split and character frequencies of the pieces that fit `grid`."""
+def plan(uri: str, grid: int, validation_prop: float, max_pieces: int = 0) -> CorpusPlan:
+    """Counts per split and character frequencies of the pieces that fit `grid` (the first `max_pieces`; 0: all)."""
     table = corpus.read_table(uri, columns=["id", "text", "height", "width"])
     if table.num_rows == 0:
         raise UserError(f"corpus {uri} is empty: build one with `asciiray corpus build`")

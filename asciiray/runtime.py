@@ -24,6 +24,7 @@ CPU_ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESH
 
 
 def cpu_allocator_env() -> dict[str, str]:
+    """CPU_ALLOCATOR_ENV, with the values this process's environment already sets."""
     return {k: os.environ.get(k, v) for k, v in CPU_ALLOCATOR_ENV.items()}
 
 

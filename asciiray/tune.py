@@ -325,10 +325,6 @@ class Snapshot:
 _SINKS: dict[str, Callable[[Snapshot], None]] = {}
 
 
-def _sink_for(uri: str) -> Callable[[Snapshot], None] | None:
-    return _SINKS.get(uri)
-
-
 def run(spec: Spec, resume: bool = False, progress: Callable[[Snapshot], None] | None = None,
         address: str | None = None) -> Experiment:
     """Run (or, with `resume`, continue) the experiment; returns what it recorded.
@@ -495,7 +491,7 @@ def _progress_callback(spec: Spec) -> Any:
 
         def _send(self, trials: list[Any], event: str, ending: Any = None, status: str = "") -> None:
             """Tune calls the trial hooks before it updates the trial's status: `ending` gets `status` here."""
-            sink = _sink_for(uri)
+            sink = _SINKS.get(uri)
             if sink is None:
                 return
             for t in trials:  # a resumed experiment's earlier results count too

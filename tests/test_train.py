@@ -270,8 +270,16 @@ def test_max_pieces_default_depends_on_the_corpus(tiny_corpus):
     from asciiray.embedded import DEFAULT_CORPUS
 
     assert data.source("", -1) == (DEFAULT_CORPUS, data.EMBEDDED_PIECES)
-    assert data.source(tiny_corpus, -1) == (tiny_corpus, None)
-    assert data.source("", 0) == (DEFAULT_CORPUS, None)
+    assert data.source(tiny_corpus, -1) == (tiny_corpus, 0)
+    assert data.source("", 0) == (DEFAULT_CORPUS, 0)
     assert data.source(tiny_corpus, 7) == (tiny_corpus, 7)
     with pytest.raises(UserError, match="--max-pieces -2"):
         data.source("", -2)
+
+
+def test_a_rejected_option_leaves_no_run_behind(tiny_corpus, tmp_path):
+    from asciiray.train import vae
+
+    with pytest.raises(UserError, match="renderer 'fancy' is unknown"):
+        vae.train(config(tmp_path, tiny_corpus, renderer="fancy"))
+    assert not (tmp_path / "runs" / "t").exists(), "the next try may use the same --run-name"

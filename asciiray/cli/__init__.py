@@ -1,8 +1,9 @@
 """The `asciiray` command: one entry point, a subcommand per workflow.
 
 Each module named in COMMANDS is a command group: it defines `register(subparsers)`,
-which adds its parser(s) and sets `func`; `--help` lists them in this, the workflow's, order. Modules keep heavy imports (torch, ray)
-inside the function they run, so `asciiray --help` answers at once.
+which adds its parser(s) and sets `func`; `--help` lists them in this, the workflow's,
+order. Modules keep heavy imports (torch, ray) inside the function they run, so
+`asciiray --help` answers at once.
 """
 
 from __future__ import annotations

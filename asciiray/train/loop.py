@@ -146,8 +146,8 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    # Our epoch lines go to the console through a handler of our own; the root logger stays Ray's, so
-    # Ray Train's per-report INFO records (from a logger outside the ray.* tree) do not reach it.
+    # Our epoch lines go to the console through a handler of our own, as bare messages; the root
+    # logger's handlers (Ray's) get a filter for Ray Train's per-report INFO lines.
     ours = logging.getLogger("asciiray")
     if not ours.handlers:
         handler = logging.StreamHandler()

@@ -29,10 +29,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from asciiray import render
 from asciiray.charset import NUM_CHARS, SPACE
 from asciiray.errors import UserError
 from asciiray.models import NeuralRenderer, RendererConfig, get_renderer_preset, one_hot
-from asciiray import render
 from asciiray.render import NEURAL_PREFIX, Renderer, glyph_atlas, render_codes, render_probs
 from asciiray.train import checkpoint
 from asciiray.train.loop import Task, run
@@ -56,7 +56,8 @@ def renderer_config(cfg: dict[str, Any] | RendererTrainConfig) -> RendererConfig
 
 
 def check(cfg: RendererTrainConfig) -> None:
-    """Reject settings that would make meaningless training data, before any worker starts."""
+    """Reject settings that would make meaningless training data or an unknown model, before any worker starts."""
+    renderer_config(cfg)
     if cfg.target not in ("discrete", "continuous"):
         raise UserError(f"--target {cfg.target!r} is unknown: use discrete or continuous")
     if not 0 <= cfg.random_prop < 1:
@@ -233,13 +234,11 @@ def train_renderer(cfg: RendererTrainConfig, explicit: set[str] = frozenset(), c
     from asciiray.runtime import ensure_ray
     from asciiray.train import runner
 
-    check(cfg)
-    renderer_config(cfg)  # a bad preset or size fails before the run is created
     corpus_uri, max_pieces = data.source(cfg.corpus, cfg.max_pieces)
-    cfg = dataclasses.replace(cfg, corpus=corpus_uri, max_pieces=max_pieces or 0)
-    cfg = runner.prepare(cfg, "renderer", explicit)
-    grid = renderer_config(cfg).grid  # from the stored config, when resuming
-    plan = data.plan(cfg.corpus, grid, cfg.validation_prop, cfg.max_pieces or None)
+    cfg = runner.prepare(dataclasses.replace(cfg, corpus=corpus_uri, max_pieces=max_pieces), "renderer", explicit,
+                         check)
+    grid = renderer_config(cfg).grid
+    plan = data.plan(cfg.corpus, grid, cfg.validation_prop, cfg.max_pieces)
     ensure_ray(cfg.address or None)
     datasets = data.datasets(plan, grid, cfg.validation_prop)
     return runner.launch(train_func, cfg, {}, datasets, callbacks)

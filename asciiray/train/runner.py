@@ -33,11 +33,14 @@ def run_uri(opts: RunOptions) -> str:
     return storage.join(path, opts.run_name)
 
 
-def prepare(opts: RunOptions, kind: str, explicit: set[str] = frozenset()) -> RunOptions:
+def prepare(opts: RunOptions, kind: str, explicit: set[str] = frozenset(),
+            check: Callable[[Any], None] = lambda opts: None) -> RunOptions:
     """Name the run and, for --resume, restore its stored config; fail early on storage problems.
 
     A resumed run keeps the config it was started with, except where and how it runs
-    (RUNTIME_KEYS) and its epoch count, which an explicit --n-epochs may raise.
+    (RUNTIME_KEYS) and its epoch count, which an explicit --n-epochs may raise. `check`
+    sees the config the run will use (the stored one, when resuming) before a new run is
+    written, so a bad option fails in one line and leaves nothing behind.
     """
     if not opts.run_name:
         if opts.resume:
@@ -62,7 +65,10 @@ def prepare(opts: RunOptions, kind: str, explicit: set[str] = frozenset()) -> Ru
                 raise UserError(f"run {opts.run_name} was started with {key}={values[key]!r}; a resumed run "
                                 f"keeps its config (drop --{key.replace('_', '-')} or start a new run)")
         values.update({k: getattr(opts, k) for k in RUNTIME_KEYS})
-        return type(opts)(**values)
+        opts = type(opts)(**values)
+        check(opts)
+        return opts
+    check(opts)
     if storage.exists(stored_uri):
         raise UserError(f"run {uri} already exists: pass --resume to continue it or choose another --run-name")
     storage.write_bytes(stored_uri, json.dumps({"kind": kind, "config": dataclasses.asdict(opts)},

@@ -103,23 +103,18 @@ def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequenc
     """Check everything that can be checked on the driver, then train; returns Ray's Result."""
     from asciiray import data
     from asciiray.models import get_preset
-    from asciiray.train.renderer import make_renderer
     from asciiray.runtime import ensure_ray
     from asciiray.train import runner
+    from asciiray.train.renderer import make_renderer
 
-    def checked(cfg: TrainConfig) -> int:
-        """The grid side; a bad preset or --renderer (unknown, or a neural checkpoint of other sizes)
-        fails here in one line, not in the workers."""
-        grid = get_preset(cfg.preset).grid
-        make_renderer(cfg.renderer, cfg.font_res, cfg.font_zoom, grid=grid)
-        return grid
+    def check(cfg: TrainConfig) -> None:
+        """A bad preset or --renderer (unknown, or a neural checkpoint of other sizes) fails here, not in the workers."""
+        make_renderer(cfg.renderer, cfg.font_res, cfg.font_zoom, grid=get_preset(cfg.preset).grid)
 
-    checked(cfg)  # before the run is created
     corpus_uri, max_pieces = data.source(cfg.corpus, cfg.max_pieces)
-    cfg = dataclasses.replace(cfg, corpus=corpus_uri, max_pieces=max_pieces or 0)
-    cfg = runner.prepare(cfg, "vae", explicit)
-    grid = checked(cfg)  # the stored config, when resuming
-    plan = data.plan(cfg.corpus, grid, cfg.validation_prop, cfg.max_pieces or None)
+    cfg = runner.prepare(dataclasses.replace(cfg, corpus=corpus_uri, max_pieces=max_pieces), "vae", explicit, check)
+    grid = get_preset(cfg.preset).grid
+    plan = data.plan(cfg.corpus, grid, cfg.validation_prop, cfg.max_pieces)
     ensure_ray(cfg.address or None)
     datasets = data.datasets(plan, grid, cfg.validation_prop)
     return runner.launch(train_func, cfg, {"char_freq": plan.char_freq}, datasets, callbacks)
