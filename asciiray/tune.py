@@ -325,6 +325,12 @@ class Snapshot:
 _SINKS: dict[str, Callable[[Snapshot], None]] = {}
 
 
+def _sink_for(uri: str) -> Callable[[Snapshot], None] | None:
+    """A module-level lookup on purpose: cloudpickle copies the globals of the (local) callback class
+    by value, so a restored callback reading `_SINKS` directly would see the empty dict of pickling time."""
+    return _SINKS.get(uri)
+
+
 def run(spec: Spec, resume: bool = False, progress: Callable[[Snapshot], None] | None = None,
         address: str | None = None) -> Experiment:
     """Run (or, with `resume`, continue) the experiment; returns what it recorded.
@@ -491,7 +497,7 @@ def _progress_callback(spec: Spec) -> Any:
 
         def _send(self, trials: list[Any], event: str, ending: Any = None, status: str = "") -> None:
             """Tune calls the trial hooks before it updates the trial's status: `ending` gets `status` here."""
-            sink = _SINKS.get(uri)
+            sink = _sink_for(uri)
             if sink is None:
                 return
             for t in trials:  # a resumed experiment's earlier results count too
