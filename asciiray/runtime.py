@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from asciiray.errors import UserError
 
@@ -36,7 +37,9 @@ def local_env_vars() -> dict[str, str]:
 def ensure_ray(address: str | None = None) -> None:
     """Connect once per process; later calls are no-ops."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # read when ray.data is first imported
+    level = os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+    if "ray.data" in sys.modules:  # Ray Data reads the variable once, on import (`import ray.train` imports it)
+        logging.getLogger("ray.data").setLevel(level)
     import ray
 
     if ray.is_initialized():

@@ -283,3 +283,25 @@ def test_a_rejected_option_leaves_no_run_behind(tiny_corpus, tmp_path):
     with pytest.raises(UserError, match="renderer 'fancy' is unknown"):
         vae.train(config(tmp_path, tiny_corpus, renderer="fancy"))
     assert not (tmp_path / "runs" / "t").exists(), "the next try may use the same --run-name"
+
+
+def test_ray_data_info_lines_are_off_even_when_ray_data_came_first(monkeypatch):
+    import logging
+
+    import ray.train  # noqa: F401  (imports ray.data, which reads RAY_DATA_LOG_LEVEL once)
+
+    from asciiray.runtime import ensure_ray
+
+    logger = logging.getLogger("ray.data")
+    before = logger.level
+    try:
+        monkeypatch.delenv("RAY_DATA_LOG_LEVEL", raising=False)
+        logger.setLevel(logging.INFO)
+        ensure_ray()
+        executor = logging.getLogger("ray.data._internal.execution.streaming_executor")
+        assert executor.getEffectiveLevel() == logging.WARNING
+        monkeypatch.setenv("RAY_DATA_LOG_LEVEL", "DEBUG")
+        ensure_ray()
+        assert logger.level == logging.DEBUG, "a level the user set wins"
+    finally:
+        logger.setLevel(before)

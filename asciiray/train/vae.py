@@ -108,7 +108,7 @@ def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequenc
     from asciiray.train.renderer import make_renderer
 
     def check(cfg: TrainConfig) -> None:
-        """A bad preset or --renderer (unknown, or a neural checkpoint of other sizes) fails here, not in the workers."""
+        """A bad preset or --renderer (unknown, or a neural checkpoint of other sizes) fails here, not in a worker."""
         make_renderer(cfg.renderer, cfg.font_res, cfg.font_zoom, grid=get_preset(cfg.preset).grid)
 
     corpus_uri, max_pieces = data.source(cfg.corpus, cfg.max_pieces)
