@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 from asciiray.errors import UserError
 
@@ -37,9 +36,9 @@ def local_env_vars() -> dict[str, str]:
 def ensure_ray(address: str | None = None) -> None:
     """Connect once per process; later calls are no-ops."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    level = os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
-    if "ray.data" in sys.modules:  # Ray Data reads the variable once, on import (`import ray.train` imports it)
-        logging.getLogger("ray.data").setLevel(level)
+    # Ray Data reads this variable once, when first imported (`import ray.train` imports it): the
+    # logger gets the level too, for a ray.data imported before now.
+    logging.getLogger("ray.data").setLevel(os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING"))
     import ray
 
     if ray.is_initialized():

@@ -30,7 +30,7 @@ import torch
 from asciiray import charset, corpus, data
 from asciiray.embedded import DEFAULT_CORPUS
 from asciiray.models import VAE, get_preset
-from asciiray.runtime import CPU_ALLOCATOR_ENV
+from asciiray.runtime import CPU_ALLOCATOR_ENV, cpu_allocator_env
 from asciiray.train.loop import autocast_for, resolve_precision
 from asciiray.train.vae import TrainConfig, VAETask, train
 
@@ -78,7 +78,7 @@ def main() -> None:
 
     use_gpu = torch.cuda.is_available()
     if not use_gpu and not args.plain_only and any(k not in os.environ for k in CPU_ALLOCATOR_ENV):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **CPU_ALLOCATOR_ENV})
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **cpu_allocator_env()})
     device = torch.device("cuda" if use_gpu else "cpu")
     threads = torch.get_num_threads()
     grid = get_preset(args.preset).grid

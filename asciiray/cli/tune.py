@@ -11,7 +11,7 @@ USAGE = """asciiray tune SPEC [--resume] [--name NAME] [--storage-path PATH] [--
        asciiray tune results PATH [--csv FILE] [--png FILE]"""
 
 EXAMPLES = """examples:
-  asciiray tune tune/smoke.yaml                          # 4 tiny trials on CPU, a few minutes
+  asciiray tune tune/smoke.yaml                          # 4 tiny trials on CPU, about 2 minutes
   asciiray tune tune/coefficients.yaml --storage-path s3://bucket/tune
   asciiray tune tune/coefficients.yaml --storage-path s3://bucket/tune --resume
   asciiray tune results s3://bucket/tune/coefficients --csv trials.csv --png trials.png

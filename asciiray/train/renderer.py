@@ -230,17 +230,10 @@ def train_func(config: dict[str, Any]) -> None:
 
 def train_renderer(cfg: RendererTrainConfig, explicit: set[str] = frozenset(), callbacks: Sequence[Any] = ()) -> Any:
     """Check everything that can be checked on the driver, then train; returns Ray's Result."""
-    from asciiray import data
-    from asciiray.runtime import ensure_ray
     from asciiray.train import runner
 
-    corpus_uri, max_pieces = data.source(cfg.corpus, cfg.max_pieces)
-    cfg = runner.prepare(dataclasses.replace(cfg, corpus=corpus_uri, max_pieces=max_pieces), "renderer", explicit,
-                         check)
-    grid = renderer_config(cfg).grid
-    plan = data.plan(cfg.corpus, grid, cfg.validation_prop, cfg.max_pieces)
-    ensure_ray(cfg.address or None)
-    datasets = data.datasets(plan, grid, cfg.validation_prop)
+    cfg = runner.prepare(cfg, "renderer", explicit, check)
+    _, datasets = runner.corpus_datasets(cfg, renderer_config(cfg).grid)
     return runner.launch(train_func, cfg, {}, datasets, callbacks)
 
 

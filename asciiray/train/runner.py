@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from asciiray import storage
+from asciiray import data, storage
 from asciiray.errors import UserError
+from asciiray.runtime import ensure_ray
 from asciiray.train.loop import STOP_FILE
 from asciiray.train.options import RUNTIME_KEYS, RunOptions
 
@@ -35,13 +36,15 @@ def run_uri(opts: RunOptions) -> str:
 
 def prepare(opts: RunOptions, kind: str, explicit: set[str] = frozenset(),
             check: Callable[[Any], None] = lambda opts: None) -> RunOptions:
-    """Name the run and, for --resume, restore its stored config; fail early on storage problems.
+    """Name the run, resolve its corpus, and for --resume restore its stored config; fail early on storage problems.
 
-    A resumed run keeps the config it was started with, except where and how it runs
+    The corpus and piece count are stored resolved (`data.source`). A resumed run keeps the config it was started with, except where and how it runs
     (RUNTIME_KEYS) and its epoch count, which an explicit --n-epochs may raise. `check`
     sees the config the run will use (the stored one, when resuming) before a new run is
     written, so a bad option fails in one line and leaves nothing behind.
     """
+    corpus, max_pieces = data.source(opts.corpus, opts.max_pieces)
+    opts = dataclasses.replace(opts, corpus=corpus, max_pieces=max_pieces)
     if not opts.run_name:
         if opts.resume:
             raise UserError("--resume needs --run-name: the name of the run to continue")
@@ -74,6 +77,14 @@ def prepare(opts: RunOptions, kind: str, explicit: set[str] = frozenset(),
     storage.write_bytes(stored_uri, json.dumps({"kind": kind, "config": dataclasses.asdict(opts)},
                                                indent=2).encode())
     return opts
+
+
+def corpus_datasets(opts: RunOptions, grid: int) -> tuple[data.CorpusPlan, dict[str, Any]]:
+    """The run's corpus planned on the driver (a corpus with no usable piece fails before Ray starts),
+    then its train and validation Ray datasets."""
+    plan = data.plan(opts.corpus, grid, opts.validation_prop, opts.max_pieces)
+    ensure_ray(opts.address or None)
+    return plan, data.datasets(plan, grid, opts.validation_prop)
 
 
 def launch(train_func: Callable[[dict], None], opts: RunOptions, loop_config: dict[str, Any],

@@ -101,9 +101,7 @@ def train_func(config: dict[str, Any]) -> None:
 
 def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequence[Any] = ()) -> Any:
     """Check everything that can be checked on the driver, then train; returns Ray's Result."""
-    from asciiray import data
     from asciiray.models import get_preset
-    from asciiray.runtime import ensure_ray
     from asciiray.train import runner
     from asciiray.train.renderer import make_renderer
 
@@ -111,12 +109,8 @@ def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequenc
         """A bad preset or --renderer (unknown, or a neural checkpoint of other sizes) fails here, not in a worker."""
         make_renderer(cfg.renderer, cfg.font_res, cfg.font_zoom, grid=get_preset(cfg.preset).grid)
 
-    corpus_uri, max_pieces = data.source(cfg.corpus, cfg.max_pieces)
-    cfg = runner.prepare(dataclasses.replace(cfg, corpus=corpus_uri, max_pieces=max_pieces), "vae", explicit, check)
-    grid = get_preset(cfg.preset).grid
-    plan = data.plan(cfg.corpus, grid, cfg.validation_prop, cfg.max_pieces)
-    ensure_ray(cfg.address or None)
-    datasets = data.datasets(plan, grid, cfg.validation_prop)
+    cfg = runner.prepare(cfg, "vae", explicit, check)
+    plan, datasets = runner.corpus_datasets(cfg, get_preset(cfg.preset).grid)
     return runner.launch(train_func, cfg, {"char_freq": plan.char_freq}, datasets, callbacks)
 
 
