@@ -49,18 +49,16 @@ def subset_key(ids):
     return pc.utf8_slice_codeunits(ids, start=-8)
 
 
-def source(uri: str, max_pieces: int) -> tuple[str, int]:
+def source(uri: str | None, max_pieces: int | None) -> tuple[str, int]:
     """The corpus to read and how many of its pieces to take (0: all).
 
-    No corpus means the embedded one; max_pieces -1 means all of a given corpus but
-    EMBEDDED_PIECES of the embedded one, 0 means all.
+    No corpus means the embedded one; no max_pieces means all of a given corpus but
+    EMBEDDED_PIECES of the embedded one.
     """
     from asciiray.embedded import DEFAULT_CORPUS
 
-    if max_pieces < -1:
-        raise UserError(f"--max-pieces {max_pieces}: use a count, 0 for all pieces or -1 for the default")
     uri = uri or DEFAULT_CORPUS
-    if max_pieces == -1:
+    if max_pieces is None:
         max_pieces = EMBEDDED_PIECES if uri == DEFAULT_CORPUS else 0
     return uri, max_pieces
 

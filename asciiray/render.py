@@ -147,21 +147,9 @@ class ContinuousRenderer(_AtlasRenderer):
         return render_probs(probs, self.atlas)
 
 
-_RENDERERS: dict[str, type[Renderer]] = {"continuous": ContinuousRenderer, "discrete": DiscreteRenderer}
+# The renderers drawn from the glyph atlas, by name; asciiray.models.make_renderer adds trained ones (neural:...).
+ATLAS_RENDERERS: dict[str, type[Renderer]] = {"continuous": ContinuousRenderer, "discrete": DiscreteRenderer}
 NEURAL_PREFIX = "neural:"
-
-
-def renderer_choices() -> list[str]:
-    """The renderer specs `make_renderer` accepts, for help texts and error messages."""
-    return [*_RENDERERS, NEURAL_PREFIX + "CHECKPOINT"]
-
-
-def make_renderer(spec: str, font_res: int, font_zoom: float = 1.0) -> Renderer:
-    """A built-in renderer by name; `asciiray.train.renderer.make_renderer` adds trained ones (neural:...)."""
-    cls = _RENDERERS.get(spec)
-    if cls is None:
-        raise UserError(f"renderer '{spec}' is unknown: use one of {', '.join(renderer_choices())}")
-    return cls(font_res, font_zoom)
 
 
 def _to_numpy(image: np.ndarray | torch.Tensor) -> np.ndarray:

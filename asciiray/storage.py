@@ -40,6 +40,10 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
 
 
+def resolve(uri: str) -> str:
+    """An s3:// URI as it is, a local path made absolute (a Ray worker or Tune trial runs elsewhere)."""
+    return str(uri) if is_s3(uri) else filesystem(uri)[1]
+
 
 def _wrap(uri: str, exc: Exception) -> UserError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -85,6 +89,16 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
         raise _wrap(uri, exc) from None
     names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(suffix))
     return [join(uri, n) for n in names]
+
+
+def list_dirs(uri: str, prefix: str = "") -> list[str]:
+    """Sorted names of the directories directly under `uri` that start with `prefix`."""
+    fs, path = filesystem(uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except OSError as exc:
+        raise _wrap(uri, exc) from None
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix))
 
 
 def copy_dir(src: str, dst: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from asciiray import storage
+from asciiray.config import replace
 from asciiray.cli import main
 from asciiray.errors import UserError
 
@@ -48,11 +48,12 @@ def tiny_corpus(tmp_path_factory) -> str:
 
 
 def config(tmp_path, corpus: str, **kw):
-    from asciiray.train.vae import TrainConfig
+    from asciiray import config as configs
+    from asciiray.train.options import TrainConfig
 
     base = dict(preset="tiny", corpus=corpus, n_epochs=2, batch_size=32, storage_path=str(tmp_path / "runs"),
                 run_name="t", cpus_per_worker=0.5, threads=1, font_res=2, image_recon_loss_coeff=0.1)
-    return TrainConfig(**{**base, **kw})
+    return configs.build(TrainConfig, {**base, **kw})
 
 
 def history(run_dir: str) -> list[dict]:
@@ -98,13 +99,17 @@ def test_training_batches_are_shuffled_every_epoch(tiny_corpus, tmp_path):
     from ray.train.torch import TorchTrainer
 
     from asciiray import data
+    from asciiray.config import build
+    from asciiray.train.job import Job
     from asciiray.train.loop import Task
+    from asciiray.train.options import TrainConfig
 
     out = tmp_path / "orders"
     out.mkdir()
 
     def train_func(config):
-        task = Task({"batch_size": 16}, torch.device("cpu"))
+        job = Job(kind="vae", cfg=build(TrainConfig, {"batch_size": 16}), run_uri="", precision="32", plan=None)
+        task = Task(job, torch.device("cpu"))
         for epoch in range(2):
             digests = [hashlib.sha1(g.numpy().tobytes()).hexdigest() for b in task.shard_codes("train") for g in b]
             (out / str(epoch)).write_text("\n".join(digests))
@@ -127,7 +132,7 @@ def test_two_worker_ddp_run_then_resume(tiny_corpus, tmp_path):
     run_dir = str(tmp_path / "runs" / "t")
     assert [h["epoch"] for h in history(run_dir)] == [1, 2]
 
-    resumed = vae.train(dataclasses.replace(cfg, n_epochs=3, resume=True), explicit={"n_epochs", "resume"})
+    resumed = vae.train(replace(cfg, n_epochs=3, resume=True), explicit={"optim.n_epochs", "checkpoint.resume"})
     assert resumed.metrics["epoch"] == 3
     hist = history(run_dir)
     assert [h["epoch"] for h in hist] == [1, 2, 3]
@@ -139,7 +144,7 @@ def test_two_worker_ddp_run_then_resume(tiny_corpus, tmp_path):
     with pytest.raises(UserError, match="already exists"):
         vae.train(cfg)
     with pytest.raises(UserError, match="preset"):
-        vae.train(dataclasses.replace(cfg, preset="small", resume=True), explicit={"preset", "resume"})
+        vae.train(replace(cfg, preset="small", resume=True), explicit={"model.preset", "checkpoint.resume"})
 
 
 def test_optimizer_state_round_trips_exactly(tmp_path):
@@ -183,7 +188,7 @@ def test_s3_storage_checkpoints_and_resume(tiny_corpus, tmp_path, s3_bucket):
 
     cfg = config(tmp_path, tiny_corpus, n_epochs=1, storage_path=f"s3://{s3_bucket}/runs")
     vae.train(cfg)
-    vae.train(dataclasses.replace(cfg, n_epochs=2, resume=True), explicit={"n_epochs", "resume"})
+    vae.train(replace(cfg, n_epochs=2, resume=True), explicit={"optim.n_epochs", "checkpoint.resume"})
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert any(k.startswith("runs/t/checkpoint_") and k.endswith("model.safetensors") for k in keys)
     assert any(k.startswith("runs/t/tensorboard/") for k in keys)
@@ -269,19 +274,19 @@ def test_max_pieces_default_depends_on_the_corpus(tiny_corpus):
     from asciiray import data
     from asciiray.embedded import DEFAULT_CORPUS
 
-    assert data.source("", -1) == (DEFAULT_CORPUS, data.EMBEDDED_PIECES)
-    assert data.source(tiny_corpus, -1) == (tiny_corpus, 0)
-    assert data.source("", 0) == (DEFAULT_CORPUS, 0)
+    assert data.source(None, None) == (DEFAULT_CORPUS, data.EMBEDDED_PIECES)
+    assert data.source(tiny_corpus, None) == (tiny_corpus, 0)
+    assert data.source(None, 0) == (DEFAULT_CORPUS, 0)
     assert data.source(tiny_corpus, 7) == (tiny_corpus, 7)
     with pytest.raises(UserError, match="--max-pieces -2"):
-        data.source("", -2)
+        config(None, None, max_pieces=-2)
 
 
 def test_a_rejected_option_leaves_no_run_behind(tiny_corpus, tmp_path):
     from asciiray.train import vae
 
-    with pytest.raises(UserError, match="renderer 'fancy' is unknown"):
-        vae.train(config(tmp_path, tiny_corpus, renderer="fancy"))
+    with pytest.raises(UserError, match="renderer 'neural:.*missing"):
+        vae.train(config(tmp_path, tiny_corpus, renderer=f"neural:{tmp_path / 'missing'}"))
     assert not (tmp_path / "runs" / "t").exists(), "the next try may use the same --run-name"
 
 

@@ -40,7 +40,9 @@ def add_training_parser(sub: argparse._SubParsersAction, name: str, options: typ
     """A training command: every field of `options` as a flag, plus --config."""
     p = sub.add_parser(name, help=help, description=description, epilog=examples,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML file whose keys are the long option names; flags override it")
+    p.add_argument("--config", help="YAML file whose keys are the long option names, flat (kl_coeff: 1e-4), "
+                                    "dotted (loss.kl_coeff: 1e-4) or in sections (loss: {kl_coeff: 1e-4}); "
+                                    "flags override it")
     config.add_arguments(p, options)
     p.set_defaults(func=func)
 
@@ -53,20 +55,12 @@ def fit(train, options: type, args: argparse.Namespace):
 
     cfg = config.from_args(options, args, args.config)
     try:
-        return train(cfg, explicit_keys(args, args.config))
+        return train(cfg, config.explicit_keys(options, args, args.config))
     except runner.RunStopped as exc:
         print(f"asciiray: {exc}", file=sys.stderr)
     except TrainingFailedError as exc:
         print(f"asciiray: training failed: {last_line(exc)}", file=sys.stderr)
     return None
-
-
-def explicit_keys(args: argparse.Namespace, config_file: str | None) -> set[str]:
-    """Keys the user set (flags are SUPPRESSed unless given, so the namespace holds only those)."""
-    keys = {k for k in vars(args) if k not in ("func", "command", "config", "verbose")}
-    if config_file:
-        keys |= {k.replace("-", "_") for k in config.read_file(config_file)}
-    return keys
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -108,11 +102,11 @@ def show_reconstructions(checkpoint_uri: str, files: list[str], n: int, png: str
     if files:
         texts = [read_piece(f, grid) for f in files]
     else:
-        texts = data.validation_pieces(meta["corpus"], grid, meta["config"]["validation_prop"], n)
+        texts = data.validation_pieces(meta["corpus"], grid, meta["config"]["data"]["validation_prop"], n)
     inputs = np.stack([charset.encode(t, grid) for t in texts])
     recons = vae.reconstruct(model, inputs)
     if png:
-        save_pairs_png(png, inputs, recons, meta["config"]["font_res"])
+        save_pairs_png(png, inputs, recons, meta["config"]["loss"]["font_res"])
     return [charset.side_by_side(t, charset.decode(r)) for t, r in zip(texts, recons)]
 
 

@@ -25,7 +25,7 @@ from asciiray import config
 from asciiray.charset import DEFAULT_GRID, NUM_CHARS
 from asciiray.config import option
 from asciiray.errors import UserError
-from asciiray.render import Renderer
+from asciiray.render import ATLAS_RENDERERS, NEURAL_PREFIX, Renderer
 
 
 @dataclass
@@ -91,3 +91,51 @@ class NeuralRenderer(Renderer):
 
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(probs))
+
+    @classmethod
+    def from_checkpoint(cls, uri: str, device: str | torch.device = "cpu") -> NeuralRenderer:
+        """A trained renderer from a checkpoint or run directory (local or S3), frozen: eval mode, no
+        gradients to its weights."""
+        from asciiray.train import checkpoint
+
+        with checkpoint.opened(uri) as d:
+            meta = checkpoint.load_meta(d)
+            if meta.get("kind") != "renderer":
+                raise UserError(f"{uri} is a {meta.get('kind')} checkpoint, not a renderer checkpoint: "
+                                f"train one with `asciiray train-renderer`")
+            try:
+                cfg = RendererConfig(**meta["model"])
+            except (KeyError, TypeError) as exc:
+                raise UserError(f"{uri}: its renderer config is unreadable ({exc}); retrain it with this "
+                                f"version of asciiray") from None
+            model = cls(cfg)
+            checkpoint.load_weights(d, model)
+        return model.to(device).requires_grad_(False).eval()
+
+
+def make_renderer(spec: str, font_res: int, font_zoom: float = 1.0, grid: int | None = None) -> Renderer:
+    """The renderer a spec names: continuous or discrete (the glyph atlas), or neural:CHECKPOINT.
+
+    A neural renderer's font size and grid travel in its checkpoint and are not
+    overridden: they must equal the run's `font_res`, `font_zoom` and (when
+    given) `grid`, so the images it draws are the ones the run's targets and
+    displays assume; a mismatch is a UserError naming the flag to change.
+    """
+    if not spec.startswith(NEURAL_PREFIX):
+        if spec not in ATLAS_RENDERERS:
+            raise UserError(f"renderer '{spec}' is unknown: use one of {', '.join(ATLAS_RENDERERS)} or "
+                            f"{NEURAL_PREFIX}CHECKPOINT")
+        return ATLAS_RENDERERS[spec](font_res, font_zoom)
+    uri = spec[len(NEURAL_PREFIX):]
+    if not uri:
+        raise UserError(f"renderer '{NEURAL_PREFIX}' names no checkpoint: use {NEURAL_PREFIX}PATH_OR_S3_URI")
+    renderer = NeuralRenderer.from_checkpoint(uri)
+    cfg = renderer.cfg
+    if (cfg.font_res, cfg.font_zoom) != (font_res, font_zoom):
+        raise UserError(f"renderer {uri} draws {cfg.font_res} pixels per cell at font zoom {cfg.font_zoom}, this "
+                        f"run uses {font_res} at {font_zoom}: pass --font-res {cfg.font_res} --font-zoom "
+                        f"{cfg.font_zoom}, or train a renderer for these sizes")
+    if grid is not None and cfg.grid != grid:
+        raise UserError(f"renderer {uri} was trained on {cfg.grid}x{cfg.grid} grids, this run's model uses "
+                        f"{grid}x{grid}: train a renderer with a preset of that grid")
+    return renderer

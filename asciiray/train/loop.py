@@ -1,10 +1,12 @@
 """The training loop every model family shares, run inside each Ray Train worker.
 
-A `Task` says what a model is, where its batches come from and how a batch
-becomes a loss; this module does the rest once: devices and DDP, precision,
-Adam, gradient clipping, skipped non-finite steps, metric reduction across
-workers, TensorBoard, and checkpoints reported to Ray Train together with the
-metrics of their epoch (so a restarted worker group resumes exactly there).
+A `Task` says what a model is, where its batches come from, how a batch
+becomes a loss and which metrics it reports; this module does the rest once:
+devices and DDP, precision, Adam, gradient clipping, skipped non-finite steps,
+metric reduction across workers, TensorBoard, and checkpoints reported to Ray
+Train together with the metrics of their epoch (so a restarted worker group
+resumes exactly there). The worker gets the driver's `Job`, config dataclass
+and all.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch.distributed as dist
 
 from asciiray import storage
 from asciiray.train import checkpoint
+from asciiray.train.job import STOP_FILE, Job
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +35,14 @@ log = logging.getLogger(__name__)
 SHUFFLE_ROWS = 4096
 
 
-class NonFiniteLoss(RuntimeError):
-    """Raised inside the loop when non-finite steps persist; the run stops cleanly."""
-
-
 class Task:
-    """One model family's part of a run. Subclasses fill in the model and the losses."""
+    """One model family's part of a run. Subclasses fill in the model, the losses and their metrics."""
 
-    name = "task"
+    # Metric names (without the train/ or val/ prefix) the progress line shows, in this order.
+    shown_metrics: tuple[str, ...] = ("loss",)
 
-    def __init__(self, config: dict[str, Any], device: torch.device) -> None:
-        self.config, self.device = config, device
+    def __init__(self, job: Job, device: torch.device) -> None:
+        self.job, self.cfg, self.device = job, job.cfg, device
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -53,7 +53,7 @@ class Task:
         epoch sees the pieces in an order of its own."""
         import ray.train
 
-        size = self.config["batch_size"]
+        size = self.cfg.data.batch_size
         shard = ray.train.get_dataset_shard(split)
         buffer = max(SHUFFLE_ROWS, 4 * size) if split == "train" else None
         for batch in shard.iter_torch_batches(batch_size=size, device=self.device, local_shuffle_buffer_size=buffer):
@@ -74,6 +74,10 @@ class Task:
     def show(self, model: torch.nn.Module, writer: Any, epoch: int) -> str | None:
         """Log a sample of the model's output; return it as text for the console, if any."""
         return None
+
+    def meta(self) -> dict[str, Any]:
+        """What a checkpoint's meta.json says about the model, beyond the loop's epoch, step and metrics."""
+        raise NotImplementedError
 
 
 class Sums:
@@ -100,15 +104,6 @@ def autocast_for(precision: str, device: torch.device):
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def resolve_precision(precision: str, use_gpu: bool) -> str:
-    """'auto' means bf16 on a GPU that supports it, else fp16 on older GPUs, fp32 on CPU."""
-    if precision != "auto":
-        return precision
-    if use_gpu and torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "16"
-    return "32"
 
 
 class EventLog:
@@ -141,8 +136,8 @@ class EventLog:
                     storage.write_bytes(storage.join(self.target, name), f.read())
 
 
-def run(task_cls: type[Task], config: dict[str, Any]) -> None:
-    """Body of the Ray Train `train_func`: train `task_cls` as `config` says."""
+def run(task_cls: type[Task], job: Job) -> None:
+    """Body of the Ray Train `train_func`: train `task_cls` as the job says."""
     import ray.train
     import ray.train.torch
 
@@ -160,11 +155,12 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    torch.set_num_threads(config["threads"] or max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
-    torch.manual_seed(config["seed"] + rank)
-    precision = config["precision"]
+    cfg = job.cfg
+    torch.set_num_threads(cfg.resources.threads or max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
+    torch.manual_seed(cfg.optim.seed + rank)
+    precision = job.precision
 
-    task = task_cls(config, device)
+    task = task_cls(job, device)
     model = task.build_model()
     meta: dict[str, Any] = {"epoch": 0, "step": 0, "history": []}
     state = None
@@ -178,16 +174,16 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
             log.info("resuming from the checkpoint of epoch %d", meta["epoch"])
     model = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config["learning_rate"])
+    optimizer = torch.optim.Adam(params, lr=cfg.optim.learning_rate)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
     if state:
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
 
-    events = EventLog(config["run_uri"], enabled=rank == 0)
+    events = EventLog(job.run_uri, enabled=rank == 0)
     bare = model.module if hasattr(model, "module") else model
     step, history = meta["step"], meta["history"]
-    n_epochs = config["n_epochs"]
+    n_epochs = cfg.optim.n_epochs
     consecutive_bad = 0
     for epoch in range(meta["epoch"], n_epochs):
         started = time.perf_counter()
@@ -199,7 +195,7 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(params, config["grad_clip"] or math.inf)
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip or math.inf)
             if torch.isfinite(norm) and torch.isfinite(loss):
                 scaler.step(optimizer)
                 train_sums.add(stats)
@@ -210,11 +206,11 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
             scaler.update()
             step += 1
             samples += len(batch)
-            if consecutive_bad > config["max_nonfinite_steps"]:
+            if consecutive_bad > cfg.optim.max_nonfinite_steps:
                 break
         elapsed = time.perf_counter() - started
-        if consecutive_bad > config["max_nonfinite_steps"]:
-            report_stop(config, epoch, rank, f"{consecutive_bad} consecutive steps had a non-finite loss or gradient")
+        if consecutive_bad > cfg.optim.max_nonfinite_steps:
+            report_stop(job.run_uri, epoch, rank, f"{consecutive_bad} consecutive steps had a non-finite loss or gradient")
             return
         model.eval()
         val_sums = Sums()
@@ -234,13 +230,13 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
         text = None
         if rank == 0:
             events.scalars({k: v for k, v in metrics.items() if k not in ("epoch", "step")}, epoch + 1)
-            if (epoch + 1) % config["print_every"] == 0 or epoch + 1 == n_epochs:
+            if (epoch + 1) % cfg.log.print_every == 0 or epoch + 1 == n_epochs:
                 text = task.show(bare, events.writer, epoch + 1)
             events.sync()
-            log.info("%s", progress_line(metrics, n_epochs))
+            log.info("%s", progress_line(metrics, n_epochs, task.shown_metrics))
             if text:
                 log.info("%s", text)
-        keep = (epoch + 1) % config["checkpoint_every"] == 0 or epoch + 1 == n_epochs
+        keep = (epoch + 1) % cfg.checkpoint.checkpoint_every == 0 or epoch + 1 == n_epochs
         if not keep:
             ray.train.report(metrics)
             continue
@@ -260,10 +256,7 @@ def _quiet_ray_train(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or "/ray/train/" not in record.pathname.replace("\\", "/")
 
 
-STOP_FILE = "stopped.json"
-
-
-def report_stop(config: dict[str, Any], epoch: int, rank: int, reason: str) -> None:
+def report_stop(run_uri: str, epoch: int, rank: int, reason: str) -> None:
     """End the run without a new checkpoint, so the last good one stays the latest.
 
     The reason goes into the run's storage, where the driver (or a Tune trial) reads it.
@@ -272,14 +265,14 @@ def report_stop(config: dict[str, Any], epoch: int, rank: int, reason: str) -> N
 
     if rank == 0:
         log.error("stopping at epoch %d: %s; the last good checkpoint is kept", epoch + 1, reason)
-        storage.write_bytes(storage.join(config["run_uri"], STOP_FILE),
+        storage.write_bytes(storage.join(run_uri, STOP_FILE),
                             json.dumps({"epoch": epoch + 1, "reason": reason}).encode())
     ray.train.report({"epoch": epoch + 1, "stopped": reason})
 
 
-def progress_line(m: dict[str, Any], n_epochs: int) -> str:
-    keys = [k for k in ("loss", "ce", "kl", "image", "char_acc", "nonspace_acc", "space_collapse", "mse", "psnr")
-            if f"val/{k}" in m]
+def progress_line(m: dict[str, Any], n_epochs: int, shown: tuple[str, ...]) -> str:
+    """One line per epoch: the task's declared metrics, train then validation, and the throughput."""
+    keys = [k for k in shown if f"val/{k}" in m]
     train = " ".join(f"{k} {m[f'train/{k}']:.4f}" for k in keys if f"train/{k}" in m)
     val = " ".join(f"{k} {m[f'val/{k}']:.4f}" for k in keys)
     return (f"epoch {m['epoch']}/{n_epochs}  train: {train}  |  val: {val}  |  "

@@ -1,58 +1,135 @@
-"""Training options as data: those every training command shares, the VAE's and the neural renderer's.
+"""The run configs of the training commands, as typed sections (see asciiray.config).
 
-Kept free of torch and ray imports so the CLI can build its parsers at once.
-
-Each field is at once a config-file key and a CLI flag (see asciiray.config).
+`TrainConfig` (the VAE) and `RendererTrainConfig` (the neural renderer) share
+the data, optim, checkpoint, log and resources sections and differ in their
+model and loss/task sections. Each section checks its own values when built,
+so a config that exists is valid; `None` means "the preset's" or "the
+corpus's" default, never a magic number. Kept free of torch and ray imports so
+the CLI can build its parsers at once. The same dataclass travels from the
+flags to every Ray Train worker and Tune trial.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
-from asciiray.config import option
+from asciiray.config import Section, option, section
+from asciiray.errors import UserError
 
-# Keys that may change when a run is resumed: they say where and how it runs, not what it learns.
-RUNTIME_KEYS = frozenset({"num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker", "threads", "max_failures",
-                          "address", "resume", "storage_path", "run_name", "print_every"})
+VAE_PRESETS = Literal["seed", "small", "tiny"]
+RENDERER_PRESETS = Literal["default", "tiny"]
+
+
+def _at_least(values: dict[str, float], minimum: float) -> None:
+    for name, value in values.items():
+        if value < minimum:
+            raise UserError(f"--{name.replace('_', '-')} {value} must be at least {minimum:g}")
 
 
 @dataclass
-class RunOptions:
-    """What every training command shares: the data, the optimisation, the storage and the runtime."""
+class DataSection(Section):
+    """Which pieces, split how, in which batches."""
 
-    corpus: str = option("", "corpus directory or s3:// prefix (default: the embedded FIGlet corpus)")
+    corpus: str | None = option(None, "corpus directory or s3:// prefix, or a folder of .txt files "
+                                      "(default: the embedded FIGlet corpus)")
     validation_prop: float = option(0.1, "share of pieces held out for validation (stable per piece id)")
-    max_pieces: int = option(-1, "use only N pieces that fit the grid, a sample stable by id (0: all; -1: all of "
-                                 "a given --corpus, 3000 of the embedded one)")
-    n_epochs: int = option(4, "epochs to train", flags=("-n",))
+    max_pieces: int | None = option(None, "use only N pieces that fit the grid, a sample stable by id (0: all; "
+                                          "default: all of a given --corpus, 3000 of the embedded one)")
     batch_size: int = option(64, "pieces per batch on each worker", flags=("-b",))
+
+    def check(self) -> None:
+        _at_least({"batch_size": self.batch_size}, 1)
+        if self.max_pieces is not None and self.max_pieces < 0:
+            raise UserError(f"--max-pieces {self.max_pieces}: use a count, or 0 for all pieces")
+        if not 0 < self.validation_prop < 1:
+            raise UserError(f"--validation-prop {self.validation_prop} must be between 0 and 1")
+
+
+@dataclass
+class OptimSection(Section):
+    """How long and how the weights move."""
+
+    n_epochs: int = option(4, "epochs to train", flags=("-n",))
     learning_rate: float = option(1e-3, "Adam learning rate")
     grad_clip: float = option(1.0, "clip the gradient norm to this value (0: no clipping)")
-    precision: str = option("auto", "auto: bf16 on a GPU that supports it, fp32 on CPU; 16 uses a grad scaler",
-                            choices=("auto", "32", "bf16", "16"))
+    precision: Literal["auto", "32", "bf16", "16"] = option(
+        "auto", "auto: bf16 on a GPU that supports it, fp32 on CPU; 16 uses a grad scaler")
     seed: int = option(0, "random seed (each worker adds its rank)")
+    max_nonfinite_steps: int = option(20, "stop the run after this many consecutive non-finite steps")
+
+    def check(self) -> None:
+        _at_least({"n_epochs": self.n_epochs, "max_nonfinite_steps": self.max_nonfinite_steps}, 1)
+        if not self.learning_rate > 0:
+            raise UserError(f"--learning-rate {self.learning_rate} must be positive, e.g. 1e-3")
+        _at_least({"grad_clip": self.grad_clip}, 0)
+
+
+@dataclass
+class CheckpointSection(Section):
+    """Where the run lives and which checkpoints it keeps."""
+
     storage_path: str = option("./runs", "where runs live: a local directory or s3://bucket/prefix")
-    run_name: str = option("", "name of the run under the storage path (default: <kind>-<date>-<time>)")
+    run_name: str | None = option(None, "name of the run under the storage path (default: <kind>-<date>-<time>)")
     resume: bool = option(False, "continue the run named by --run-name from its latest checkpoint")
     checkpoint_every: int = option(1, "save a checkpoint every N epochs (and always at the end)")
-    keep_checkpoints: int = option(3, "keep the best K checkpoints by validation loss (the latest is always kept)")
+    keep_checkpoints: int = option(3, "keep the best K checkpoints by the validation score (the latest is "
+                                      "always kept)")
+
+    def check(self) -> None:
+        _at_least({"checkpoint_every": self.checkpoint_every, "keep_checkpoints": self.keep_checkpoints}, 1)
+        if self.run_name is not None and (not self.run_name or "/" in self.run_name or self.run_name in (".", "..")):
+            raise UserError(f"--run-name {self.run_name!r} must be a plain directory name")
+
+
+@dataclass
+class LogSection(Section):
+    """What the run shows while it trains."""
+
     print_every: int = option(1, "log a sample input|output every N epochs")
+
+    def check(self) -> None:
+        _at_least({"print_every": self.print_every}, 1)
+
+
+@dataclass
+class ResourcesSection(Section):
+    """Where and on how much the run trains; may change when a run is resumed."""
+
     num_workers: int = option(1, "Ray Train workers (DDP processes)")
     use_gpu: bool | None = option(None, "one GPU per worker (default: when CUDA is present)")
     cpus_per_worker: float = option(1.0, "CPUs reserved per worker (fractions allowed)")
     gpus_per_worker: float = option(1.0, "GPUs reserved per worker when on GPU (a fraction shares a GPU)")
-    threads: int = option(0, "torch threads per worker (0: the node's cores divided among its workers)")
+    threads: int | None = option(None, "torch threads per worker (default: the node's cores divided among "
+                                       "its workers)")
     max_failures: int = option(0, "restart the workers from the latest checkpoint up to N times after a failure")
-    max_nonfinite_steps: int = option(20, "stop the run after this many consecutive non-finite steps")
-    address: str = option("", "Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
+    address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
+
+    def check(self) -> None:
+        _at_least({"num_workers": self.num_workers}, 1)
+        _at_least({"max_failures": self.max_failures}, 0)
+        if self.threads is not None:
+            _at_least({"threads": self.threads}, 1)
+        if not self.cpus_per_worker > 0 or not self.gpus_per_worker > 0:
+            raise UserError("--cpus-per-worker and --gpus-per-worker must be positive (fractions allowed)")
 
 
 @dataclass
-class TrainConfig(RunOptions):
-    preset: str = option("small", "model preset: seed (the prototype's shapes), small (CPU), tiny (tests)")
-    kl_coeff: float = option(5e-4, "weight of the KL term")
+class VAEModelSection(Section):
+    """Which VAE (the sizes live in asciiray.models.PRESETS)."""
+
+    preset: VAE_PRESETS = option("small", "model preset: seed (the prototype's shapes), small (CPU), tiny (tests)")
+
+
+@dataclass
+class LossSection(Section):
+    """The VAE's objective: loss = kl_coeff * kl + ce_recon_loss_scale * ce + image_recon_loss_coeff * image."""
+
+    kl_coeff: float = option(5e-4, "weight of the KL term, summed over z (the prototype averaged over z: its "
+                                   "0.05 is about 1e-4 here)")
     ce_recon_loss_scale: float = option(1.0, "weight of the cross-entropy reconstruction term")
-    image_recon_loss_coeff: float = option(0.5, "weight of the rendered-image MSE term (0 turns it off)")
+    image_recon_loss_coeff: float = option(0.5, "weight of the rendered-image term (0 turns it off)")
     gumbel_tau_r: float = option(0.1, "Gumbel-softmax temperature decay: tau = max(0.5, exp(-r * epoch))")
     space_deemph: float = option(1.0, "divide the class weight of the space character by this")
     char_weights_scaling: float = option(0.0, "class weights (1/(freq+1))^s from corpus character frequencies")
@@ -62,20 +139,110 @@ class TrainConfig(RunOptions):
     font_res: int = option(4, "pixels per character cell in rendered images")
     font_zoom: float = option(1.0, "font size relative to the cell")
 
+    def check(self) -> None:
+        _at_least({"kl_coeff": self.kl_coeff, "ce_recon_loss_scale": self.ce_recon_loss_scale,
+                   "image_recon_loss_coeff": self.image_recon_loss_coeff, "gumbel_tau_r": self.gumbel_tau_r,
+                   "char_weights_scaling": self.char_weights_scaling, "roll_std": self.roll_std}, 0)
+        _at_least({"font_res": self.font_res}, 1)
+        if not self.space_deemph > 0 or not self.font_zoom > 0:
+            raise UserError("--space-deemph and --font-zoom must be positive")
+        if not 0 <= self.ce_label_smoothing < 1:
+            raise UserError(f"--ce-label-smoothing {self.ce_label_smoothing} must be in [0, 1)")
+        if self.renderer != "continuous" and not self.renderer.startswith("neural:"):
+            raise UserError(f"--renderer {self.renderer!r} cannot drive the image loss: use continuous, or "
+                            f"neural:CHECKPOINT from `asciiray train-renderer`")
+
 
 @dataclass
-class RendererTrainConfig(RunOptions):
-    learning_rate: float = option(3e-3, "Adam learning rate")
-    preset: str = option("default", "renderer preset: default (64x64 grids), tiny (tests)")
-    font_res: int = option(0, "pixels per character cell; match the VAE's --font-res (0: the preset's)")
-    font_zoom: float = option(0.0, "font size relative to the cell; match the VAE's (0: the preset's)")
-    channels: int = option(0, "feature channels per cell (0: the preset's)")
-    depth: int = option(-1, "residual 3x3 conv blocks (-1: the preset's)")
-    target: str = option("discrete", "what to imitate: discrete (glyph of the argmax) or continuous "
-                                     "(probability-weighted glyphs)", choices=("discrete", "continuous"))
-    crop: int = option(0, "train on random crop x crop windows of the grids (0: whole grids): cheaper steps "
-                          "for the same per-cell task; validation always draws whole grids")
+class RunConfig:
+    """The sections every training command shares."""
+
+    data: DataSection = section(DataSection, "which pieces, split how, in which batches")
+    optim: OptimSection = section(OptimSection, "how long and how the weights move")
+    checkpoint: CheckpointSection = section(CheckpointSection, "where the run lives, which checkpoints it keeps")
+    log: LogSection = section(LogSection, "what the run shows while it trains")
+    resources: ResourcesSection = section(ResourcesSection, "where and on how much it trains")
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """`asciiray train`: the VAE."""
+
+    model: VAEModelSection = section(VAEModelSection, "which VAE")
+    loss: LossSection = section(LossSection, "the objective (the prototype's flag names)")
+
+
+@dataclass
+class RendererModelSection(Section):
+    """Which neural renderer: a preset, with any size replaced."""
+
+    preset: RENDERER_PRESETS = option("default", "renderer preset: default (64x64 grids), tiny (tests)")
+    font_res: int | None = option(None, "pixels per character cell; match the VAE's --font-res (default: the "
+                                        "preset's)")
+    font_zoom: float | None = option(None, "font size relative to the cell; match the VAE's (default: the preset's)")
+    channels: int | None = option(None, "feature channels per cell (default: the preset's)")
+    depth: int | None = option(None, "residual 3x3 conv blocks (default: the preset's)")
+
+    def overrides(self) -> dict[str, object]:
+        """The sizes given, to lay over the preset."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "preset" and v is not None}
+
+
+@dataclass
+class RendererTaskSection(Section):
+    """What the renderer learns to draw, from which inputs."""
+
+    target: Literal["discrete", "continuous"] = option(
+        "discrete", "what to imitate: discrete (glyph of the argmax) or continuous (probability-weighted glyphs)")
+    crop: int | None = option(None, "train on random crop x crop windows of the grids (default: whole grids): "
+                                    "cheaper steps for the same per-cell task; validation draws whole grids")
     random_prop: float = option(0.5, "share of each training batch made of random grids instead of corpus grids")
     onehot_prop: float = option(0.25, "share of training cells left one-hot; the rest are perturbed")
     temperature_min: float = option(0.1, "lowest softmax temperature of the noisy-logit cells")
     temperature_max: float = option(3.0, "highest softmax temperature of the noisy-logit cells")
+
+    def check(self) -> None:
+        if not 0 <= self.random_prop < 1:
+            raise UserError(f"--random-prop {self.random_prop} must be in [0, 1): some of each batch must be "
+                            f"corpus grids")
+        if not 0 <= self.onehot_prop <= 1:
+            raise UserError(f"--onehot-prop {self.onehot_prop} must be in [0, 1]")
+        if self.crop is not None:
+            _at_least({"crop": self.crop}, 1)
+        if not 0 < self.temperature_min <= self.temperature_max:
+            raise UserError(f"--temperature-min {self.temperature_min} and --temperature-max "
+                            f"{self.temperature_max} must be positive, min <= max")
+
+
+def _renderer_optim() -> OptimSection:
+    return OptimSection(learning_rate=3e-3)
+
+
+@dataclass
+class RendererTrainConfig(RunConfig):
+    """`asciiray train-renderer`: the neural font renderer."""
+
+    optim: OptimSection = dataclasses.field(default_factory=_renderer_optim,
+                                            metadata={"help": "how long and how the weights move", "section": True})
+    model: RendererModelSection = section(RendererModelSection, "which renderer")
+    task: RendererTaskSection = section(RendererTaskSection, "what it learns to draw")
+
+
+# A resumed run keeps its config except these: where and on how much it runs, what it shows, and where it lives.
+RUNTIME_PATHS = frozenset({"checkpoint.storage_path", "checkpoint.run_name", "checkpoint.resume"})
+RUNTIME_SECTIONS = frozenset({"resources", "log"})
+
+
+def is_runtime(path: str) -> bool:
+    """True for a dotted key that a resumed run may change."""
+    return path in RUNTIME_PATHS or path.split(".")[0] in RUNTIME_SECTIONS
+
+
+# Sentinels of configs written before the sections: resuming such a run reads them as "unset".
+LEGACY_UNSET = {"corpus": "", "run_name": "", "address": "", "threads": 0, "crop": 0, "font_res": 0,
+                "font_zoom": 0.0, "channels": 0, "depth": -1, "max_pieces": -1}
+
+
+def from_legacy(values: dict[str, object]) -> dict[str, object]:
+    """A flat config stored by an older asciiray, its sentinels turned into None."""
+    return {k: None if k in LEGACY_UNSET and v == LEGACY_UNSET[k] else v for k, v in values.items()}

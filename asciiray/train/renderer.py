@@ -29,12 +29,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from asciiray import render
+from asciiray import config
 from asciiray.charset import NUM_CHARS, SPACE
-from asciiray.errors import UserError
 from asciiray.models import NeuralRenderer, RendererConfig, get_renderer_preset, one_hot
-from asciiray.render import NEURAL_PREFIX, Renderer, glyph_atlas, render_codes, render_probs
-from asciiray.train import checkpoint
+from asciiray.render import glyph_atlas, render_codes, render_probs
+from asciiray.train.job import Job
 from asciiray.train.loop import Task, run
 from asciiray.train.options import RendererTrainConfig
 
@@ -46,29 +45,9 @@ MAX_PSNR = 100.0
 EVAL_SETS = ("onehot", "soft", "random")
 
 
-def renderer_config(cfg: dict[str, Any] | RendererTrainConfig) -> RendererConfig:
-    """The RendererConfig a training config asks for: its preset with the non-zero overrides."""
-    get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
-    overrides = {k: get(k) for k in ("font_res", "font_zoom", "channels") if get(k)}
-    if get("depth") != -1:
-        overrides["depth"] = get("depth")
-    return get_renderer_preset(get("preset"), **overrides)
-
-
-def check(cfg: RendererTrainConfig) -> None:
-    """Reject settings that would make meaningless training data or an unknown model, before any worker starts."""
-    renderer_config(cfg)
-    if cfg.target not in ("discrete", "continuous"):
-        raise UserError(f"--target {cfg.target!r} is unknown: use discrete or continuous")
-    if not 0 <= cfg.random_prop < 1:
-        raise UserError(f"--random-prop {cfg.random_prop} must be in [0, 1): some of each batch must be corpus grids")
-    if not 0 <= cfg.onehot_prop <= 1:
-        raise UserError(f"--onehot-prop {cfg.onehot_prop} must be in [0, 1]")
-    if cfg.crop < 0:
-        raise UserError(f"--crop {cfg.crop} must be 0 (whole grids) or a window side in cells")
-    if not 0 < cfg.temperature_min <= cfg.temperature_max:
-        raise UserError(f"--temperature-min {cfg.temperature_min} and --temperature-max {cfg.temperature_max} "
-                        f"must be positive, min <= max")
+def renderer_config(cfg: RendererTrainConfig) -> RendererConfig:
+    """The RendererConfig a training config asks for: its preset with the sizes given laid over it."""
+    return get_renderer_preset(cfg.model.preset, **cfg.model.overrides())
 
 
 def random_codes(n: int, grid: int, device: torch.device | str,
@@ -138,11 +117,12 @@ def _pair(values: torch.Tensor) -> torch.Tensor:
 
 
 class RendererTask(Task):
-    name = "renderer"
+    shown_metrics = ("loss", "psnr")
 
-    def __init__(self, config: dict[str, Any], device: torch.device) -> None:
-        super().__init__(config, device)
-        self.model_config = renderer_config(config)
+    def __init__(self, job: Job, device: torch.device) -> None:
+        super().__init__(job, device)
+        self.task = self.cfg.task
+        self.model_config = renderer_config(self.cfg)
         self.atlas = glyph_atlas(self.model_config.font_res, self.model_config.font_zoom).to(device)
         self.sample: torch.Tensor | None = None
         self.val_generator: torch.Generator | None = None
@@ -157,7 +137,7 @@ class RendererTask(Task):
         if not training:
             # The same held-out inputs every epoch (per worker), so the curves compare like with like.
             self.val_generator = torch.Generator(self.device)
-            self.val_generator.manual_seed(self.config["seed"] + 1000 * ray.train.get_context().get_world_rank())
+            self.val_generator.manual_seed(self.cfg.optim.seed + 1000 * ray.train.get_context().get_world_rank())
         for codes in self.shard_codes(split):
             if not training and self.sample is None:
                 self.sample = codes[:1]
@@ -166,29 +146,28 @@ class RendererTask(Task):
     def train_inputs(self, codes: torch.Tensor) -> torch.Tensor:
         """A training batch of distributions: corpus grids (or crops), some swapped for random ones, perturbed."""
         b, s, _ = codes.shape
-        crop = self.config["crop"]
-        if 0 < crop < s:
+        crop = self.task.crop
+        if crop is not None and crop < s:
             start = torch.randint(0, s - crop + 1, (b, 2), device=codes.device)
             cells = torch.arange(crop, device=codes.device)
             rows, cols = start[:, :1] + cells, start[:, 1:] + cells
             codes = codes[torch.arange(b, device=codes.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
-        k = round(b * self.config["random_prop"])
+        k = round(b * self.task.random_prop)
         if k:
             codes = torch.cat([random_codes(k, codes.shape[-1], codes.device), codes[k:]])
-        return perturb(codes, self.config["onehot_prop"], self.config["temperature_min"],
-                       self.config["temperature_max"])
+        return perturb(codes, self.task.onehot_prop, self.task.temperature_min, self.task.temperature_max)
 
     def eval_inputs(self, codes: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The three held-out views of a batch of corpus grids: one-hot, soft, random (one-hot)."""
         return {
             "onehot": one_hot(codes),
-            "soft": perturb(codes, 0.0, self.config["temperature_min"], self.config["temperature_max"], generator),
+            "soft": perturb(codes, 0.0, self.task.temperature_min, self.task.temperature_max, generator),
             "random": one_hot(random_codes(len(codes), codes.shape[-1], codes.device, generator)),
         }
 
     def step(self, model: torch.nn.Module, codes: torch.Tensor,
              epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        target = self.config["target"]
+        target = self.task.target
         if model.training:
             probs = self.train_inputs(codes)
             mse, psnr = image_errors(model(probs), target_image(probs, self.atlas, target))
@@ -207,10 +186,10 @@ class RendererTask(Task):
             return None
         model.eval()
         generator = torch.Generator(self.device)
-        generator.manual_seed(self.config["seed"])
+        generator.manual_seed(self.cfg.optim.seed)
         with torch.no_grad():
             views = self.eval_inputs(self.sample, generator)
-            images = [target_image(views["onehot"], self.atlas, self.config["target"])[0],
+            images = [target_image(views["onehot"], self.atlas, self.task.target)[0],
                       model(views["onehot"])[0], model(views["soft"])[0]]
         border = torch.ones(images[0].shape[0], max(1, self.model_config.font_res // 2), device=self.device)
         row = torch.cat([images[0], border, images[1], border, images[2]], dim=1).float().cpu().numpy()
@@ -218,63 +197,19 @@ class RendererTask(Task):
         return None
 
     def meta(self) -> dict[str, Any]:
-        return {"kind": "renderer", "preset": self.config["preset"], "model": dataclasses.asdict(self.model_config),
-                "corpus": self.config["corpus"],
-                "config": {f.name: self.config[f.name] for f in dataclasses.fields(RendererTrainConfig)}}
+        return {"kind": "renderer", "preset": self.cfg.model.preset, "model": dataclasses.asdict(self.model_config),
+                "corpus": self.cfg.data.corpus, "config": config.to_dict(self.cfg)}
 
 
-def train_func(config: dict[str, Any]) -> None:
+def train_func(loop_config: dict[str, Any]) -> None:
     """The Ray Train per-worker entry point."""
-    run(RendererTask, config)
+    run(RendererTask, loop_config["job"])
 
 
 def train_renderer(cfg: RendererTrainConfig, explicit: set[str] = frozenset(), callbacks: Sequence[Any] = ()) -> Any:
     """Check everything that can be checked on the driver, then train; returns Ray's Result."""
     from asciiray.train import runner
 
-    cfg = runner.prepare(cfg, "renderer", explicit, check)
-    _, datasets = runner.corpus_datasets(cfg, renderer_config(cfg).grid)
-    return runner.launch(train_func, cfg, {}, datasets, callbacks)
-
-
-def load_renderer(uri_or_dir: str, device: str | torch.device = "cpu") -> NeuralRenderer:
-    """A trained neural renderer from a checkpoint (local or S3), frozen: eval mode, no gradients to its weights."""
-    with checkpoint.opened(uri_or_dir) as d:
-        meta = checkpoint.load_meta(d)
-        if meta.get("kind") != "renderer":
-            raise UserError(f"{uri_or_dir} is a {meta.get('kind')} checkpoint, not a renderer checkpoint: "
-                            f"train one with `asciiray train-renderer`")
-        try:
-            cfg = RendererConfig(**meta["model"])
-        except (KeyError, TypeError) as exc:
-            raise UserError(f"{uri_or_dir}: its renderer config is unreadable ({exc}); retrain it with this "
-                            f"version of asciiray") from None
-        model = NeuralRenderer(cfg)
-        checkpoint.load_weights(d, model)
-    return model.to(device).requires_grad_(False).eval()
-
-
-def make_renderer(spec: str, font_res: int, font_zoom: float = 1.0, grid: int | None = None) -> Renderer:
-    """The renderer named by a spec string from the config or command line.
-
-    "neural:CHECKPOINT" loads a trained renderer (a checkpoint or run directory,
-    local or s3://) frozen. Its font size and grid travel in the checkpoint and
-    are not overridden: they must equal the run's `font_res`, `font_zoom` and
-    (when given) `grid`, so the images it draws are the ones the run's targets
-    and displays assume; a mismatch is a UserError naming the flag to change.
-    """
-    if not spec.startswith(NEURAL_PREFIX):
-        return render.make_renderer(spec, font_res, font_zoom)
-    uri = spec[len(NEURAL_PREFIX):]
-    if not uri:
-        raise UserError(f"renderer '{NEURAL_PREFIX}' names no checkpoint: use {NEURAL_PREFIX}PATH_OR_S3_URI")
-    renderer = load_renderer(uri)
-    cfg = renderer.cfg
-    if (cfg.font_res, cfg.font_zoom) != (font_res, font_zoom):
-        raise UserError(f"renderer {uri} draws {cfg.font_res} pixels per cell at font zoom {cfg.font_zoom}, this "
-                        f"run uses {font_res} at {font_zoom}: pass --font-res {cfg.font_res} --font-zoom "
-                        f"{cfg.font_zoom}, or train a renderer for these sizes")
-    if grid is not None and cfg.grid != grid:
-        raise UserError(f"renderer {uri} was trained on {cfg.grid}x{cfg.grid} grids, this run's model uses "
-                        f"{grid}x{grid}: train a renderer with a preset of that grid")
-    return renderer
+    cfg = runner.prepare(cfg, "renderer", explicit, renderer_config)
+    plan, datasets = runner.corpus_datasets(cfg, renderer_config(cfg).grid)
+    return runner.launch(train_func, cfg, "renderer", plan, datasets, ("val/loss", "min"), callbacks)

@@ -2,7 +2,8 @@
 
 Shared by every training command (the VAE, the neural renderer, each Tune
 trial), so storage layout, resuming and fault tolerance behave the same for
-all of them.
+all of them. Workers get a `Job` (asciiray.train.job): the config dataclass
+itself plus what the driver resolved.
 """
 
 from __future__ import annotations
@@ -12,123 +13,167 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from asciiray import data, storage
+from asciiray import config, data, storage
 from asciiray.errors import UserError
 from asciiray.runtime import ensure_ray
-from asciiray.train.loop import STOP_FILE
-from asciiray.train.options import RUNTIME_KEYS, RunOptions
+from asciiray.train.job import RUN_FILE, RUN_FILE_VERSION, STOP_FILE, Job, run_uri
+from asciiray.train.options import RunConfig, from_legacy, is_runtime
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "asciiray-run.json"
+C = TypeVar("C", bound=RunConfig)
 
 
 class RunStopped(RuntimeError):
     """The run ended early for a reason the user must see (e.g. persistent non-finite loss)."""
 
 
-def run_uri(opts: RunOptions) -> str:
-    path = opts.storage_path if storage.is_s3(opts.storage_path) else storage.filesystem(opts.storage_path)[1]
-    return storage.join(path, opts.run_name)
+def uri_of(cfg: RunConfig) -> str:
+    return run_uri(cfg.checkpoint.storage_path, cfg.checkpoint.run_name)
 
 
-def prepare(opts: RunOptions, kind: str, explicit: set[str] = frozenset(),
-            check: Callable[[Any], None] = lambda opts: None) -> RunOptions:
+def _replace(cfg: C, **sections: dict[str, Any]) -> C:
+    """`cfg` with some fields of some sections replaced."""
+    return dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name), **values)
+                                       for name, values in sections.items()})
+
+
+def prepare(cfg: C, kind: str, explicit: set[str] = frozenset(), check: Callable[[C], None] = lambda cfg: None) -> C:
     """Name the run, resolve its corpus, and for --resume restore its stored config; fail early on storage problems.
 
-    The corpus and piece count are stored resolved (`data.source`). A resumed run keeps the config it was started with, except where and how it runs
-    (RUNTIME_KEYS) and its epoch count, which an explicit --n-epochs may raise. `check`
-    sees the config the run will use (the stored one, when resuming) before a new run is
-    written, so a bad option fails in one line and leaves nothing behind.
+    The corpus and piece count are stored resolved (`data.source`). A resumed run keeps the config it was
+    started with, except where and on how much it runs (options.is_runtime) and its epoch count, which an
+    explicit --n-epochs may raise. `check` sees the config the run will use (the stored one, when resuming)
+    before a new run is written, so a bad option fails in one line and leaves nothing behind.
     """
-    corpus, max_pieces = data.source(opts.corpus, opts.max_pieces)
-    opts = dataclasses.replace(opts, corpus=corpus, max_pieces=max_pieces)
-    if not opts.run_name:
-        if opts.resume:
+    ck = cfg.checkpoint
+    if ck.run_name is None:
+        if ck.resume:
             raise UserError("--resume needs --run-name: the name of the run to continue")
-        opts = dataclasses.replace(opts, run_name=f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if opts.n_epochs < 1 or opts.batch_size < 1 or opts.checkpoint_every < 1 or opts.keep_checkpoints < 1:
-        raise UserError("--n-epochs, --batch-size, --checkpoint-every and --keep-checkpoints must be at least 1")
-    uri = run_uri(opts)
-    storage.check_writable(opts.storage_path)
+        cfg = _replace(cfg, checkpoint={"run_name": f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"})
+    cfg = _replace(cfg, checkpoint={"storage_path": storage.resolve(cfg.checkpoint.storage_path)})
+    uri = uri_of(cfg)
+    storage.check_writable(cfg.checkpoint.storage_path)
     stored_uri = storage.join(uri, RUN_FILE)
-    if opts.resume:
-        if not storage.exists(stored_uri):
-            raise UserError(f"no run to resume at {uri}: check --storage-path and --run-name")
-        stored = json.loads(storage.read_bytes(stored_uri))
-        if stored.get("kind") != kind:
-            raise UserError(f"{uri} is a {stored.get('kind')} run, not a {kind} run")
-        values = stored["config"]
-        if "n_epochs" in explicit:
-            values["n_epochs"] = opts.n_epochs
-        for key in explicit - RUNTIME_KEYS:
-            if key in values and values[key] != getattr(opts, key):
-                raise UserError(f"run {opts.run_name} was started with {key}={values[key]!r}; a resumed run "
-                                f"keeps its config (drop --{key.replace('_', '-')} or start a new run)")
-        values.update({k: getattr(opts, k) for k in RUNTIME_KEYS})
-        opts = type(opts)(**values)
-        check(opts)
-        return opts
-    check(opts)
+    if cfg.checkpoint.resume:
+        cfg = _restore(cfg, kind, uri, stored_uri, explicit)
+        check(cfg)
+        return cfg
+    corpus, max_pieces = data.source(cfg.data.corpus, cfg.data.max_pieces)
+    cfg = _replace(cfg, data={"corpus": corpus, "max_pieces": max_pieces})
+    check(cfg)
     if storage.exists(stored_uri):
         raise UserError(f"run {uri} already exists: pass --resume to continue it or choose another --run-name")
-    storage.write_bytes(stored_uri, json.dumps({"kind": kind, "config": dataclasses.asdict(opts)},
-                                               indent=2).encode())
-    return opts
+    record = {"kind": kind, "version": RUN_FILE_VERSION, "config": config.to_dict(cfg)}
+    storage.write_bytes(stored_uri, json.dumps(record, indent=2).encode())
+    return cfg
 
 
-def corpus_datasets(opts: RunOptions, grid: int) -> tuple[data.CorpusPlan, dict[str, Any]]:
+def _restore(cfg: C, kind: str, uri: str, stored_uri: str, explicit: set[str]) -> C:
+    """The stored config of the run at `uri`, with this invocation's runtime settings (and a raised -n)."""
+    if not storage.exists(stored_uri):
+        raise UserError(f"no run to resume at {uri}: check --storage-path and --run-name")
+    try:
+        stored = json.loads(storage.read_bytes(stored_uri))
+        values = stored["config"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{stored_uri} is not a readable run record: start a new run") from None
+    if stored.get("kind") != kind:
+        raise UserError(f"{uri} is a {stored.get('kind')} run, not a {kind} run")
+    version = stored.get("version", 1)
+    if version > RUN_FILE_VERSION:
+        raise UserError(f"run {uri} was written by a newer asciiray (run file version {version}): upgrade asciiray")
+    if version < RUN_FILE_VERSION:
+        values = from_legacy(values)
+    try:
+        previous = config.build(type(cfg), values, source=stored_uri)
+    except UserError as exc:
+        raise UserError(f"run {uri} was written by an older asciiray whose config this one cannot read ({exc}); "
+                        f"start a new run") from None
+    now = config.to_dict(cfg)
+    before = config.to_dict(previous)
+    for path in sorted(explicit):
+        if is_runtime(path) or path == "optim.n_epochs":
+            continue
+        name, key = path.split(".")
+        if now[name][key] != before[name][key]:
+            raise UserError(f"run {cfg.checkpoint.run_name} was started with {key}={before[name][key]!r}; a "
+                            f"resumed run keeps its config (drop --{key.replace('_', '-')} or start a new run)")
+    runtime = {path: now[path.split(".")[0]][path.split(".")[1]] for path in _paths(cfg) if is_runtime(path)}
+    if "optim.n_epochs" in explicit:
+        runtime["optim.n_epochs"] = cfg.optim.n_epochs
+    return config.build(type(cfg), runtime, source="flags", base=previous)
+
+
+def _paths(cfg: RunConfig) -> list[str]:
+    return [path for path, _, _ in config.leaves(type(cfg)).values()]
+
+
+def corpus_datasets(cfg: RunConfig, grid: int) -> tuple[data.CorpusPlan, dict[str, Any]]:
     """The run's corpus planned on the driver (a corpus with no usable piece fails before Ray starts),
     then its train and validation Ray datasets."""
-    plan = data.plan(opts.corpus, grid, opts.validation_prop, opts.max_pieces)
-    ensure_ray(opts.address or None)
-    return plan, data.datasets(plan, grid, opts.validation_prop)
+    plan = data.plan(cfg.data.corpus, grid, cfg.data.validation_prop, cfg.data.max_pieces)
+    ensure_ray(cfg.resources.address)
+    return plan, data.datasets(plan, grid, cfg.data.validation_prop)
 
 
-def launch(train_func: Callable[[dict], None], opts: RunOptions, loop_config: dict[str, Any],
-           datasets: dict[str, Any], callbacks: Sequence[Any] = ()) -> Any:
-    """Run `train_func` on `opts.num_workers` Ray Train workers; return Ray's Result."""
+def resolve_precision(precision: str, use_gpu: bool) -> str:
+    """'auto' means bf16 on a GPU that supports it, else fp16 on older GPUs, fp32 on CPU."""
+    import torch
+
+    if precision != "auto":
+        return precision
+    if use_gpu and torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "16"
+    return "32"
+
+
+def launch(train_func: Callable[[dict], None], cfg: RunConfig, kind: str, plan: data.CorpusPlan,
+           datasets: dict[str, Any], score: tuple[str, str], callbacks: Sequence[Any] = ()) -> Any:
+    """Run `train_func` on the configured Ray Train workers; return Ray's Result.
+
+    `score` (metric, "min" | "max") ranks the checkpoints kept.
+    """
     import torch
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from asciiray.runtime import cpu_allocator_env
-    from asciiray.train.loop import resolve_precision
 
-    use_gpu = torch.cuda.is_available() if opts.use_gpu is None else opts.use_gpu
-    if use_gpu and not torch.cuda.is_available() and not opts.address:
+    res = cfg.resources
+    use_gpu = torch.cuda.is_available() if res.use_gpu is None else res.use_gpu
+    if use_gpu and not torch.cuda.is_available() and not res.address:
         raise UserError("--use-gpu was given but this machine has no CUDA GPU; drop the flag to train on CPU")
-    fs, base = storage.filesystem(opts.storage_path)
-    config = {**dataclasses.asdict(opts), **loop_config, "run_uri": run_uri(opts),
-              "precision": resolve_precision(opts.precision, use_gpu)}
+    uri = uri_of(cfg)
+    job = Job(kind=kind, cfg=cfg, run_uri=uri, precision=resolve_precision(cfg.optim.precision, use_gpu), plan=plan)
+    fs, base = storage.filesystem(cfg.checkpoint.storage_path)
     trainer = TorchTrainer(
         train_func,
-        train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=opts.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": opts.cpus_per_worker,
-                                                           **({"GPU": opts.gpus_per_worker} if use_gpu else {})}),
+        train_loop_config={"job": job},
+        scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": res.cpus_per_worker,
+                                                           **({"GPU": res.gpus_per_worker} if use_gpu else {})}),
         run_config=RunConfig(
-            name=opts.run_name, storage_path=base, storage_filesystem=fs,
-            checkpoint_config=CheckpointConfig(num_to_keep=opts.keep_checkpoints,
-                                               checkpoint_score_attribute="val/loss",
-                                               checkpoint_score_order="min"),
-            failure_config=FailureConfig(max_failures=opts.max_failures),
+            name=cfg.checkpoint.run_name, storage_path=base, storage_filesystem=fs,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep_checkpoints,
+                                               checkpoint_score_attribute=score[0],
+                                               checkpoint_score_order=score[1]),
+            failure_config=FailureConfig(max_failures=res.max_failures),
             callbacks=list(callbacks) or None,
             worker_runtime_env=None if use_gpu else {"env_vars": cpu_allocator_env()},
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
         datasets=datasets,
     )
-    log.info("run %s: %d worker(s), %s, storage %s", opts.run_name, opts.num_workers,
-             "GPU" if use_gpu else "CPU", run_uri(opts))
-    stop_file = storage.join(run_uri(opts), STOP_FILE)
+    log.info("run %s: %d worker(s), %s, storage %s", cfg.checkpoint.run_name, res.num_workers,
+             "GPU" if use_gpu else "CPU", uri)
+    stop_file = storage.join(uri, STOP_FILE)
     storage.delete_file(stop_file)
     result = trainer.fit()
     if storage.exists(stop_file):
         stop = json.loads(storage.read_bytes(stop_file))
-        raise RunStopped(f"run {opts.run_name} stopped at epoch {stop['epoch']}: {stop['reason']}; "
-                         f"its last good checkpoint is kept in {run_uri(opts)}")
+        raise RunStopped(f"run {cfg.checkpoint.run_name} stopped at epoch {stop['epoch']}: {stop['reason']}; "
+                         f"its last good checkpoint is kept in {uri}")
     return result
-

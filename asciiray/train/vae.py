@@ -1,4 +1,4 @@
-"""Training the ASCII-art VAE: its options, its Task for the shared loop, and its driver."""
+"""Training the ASCII-art VAE: its Task for the shared loop, and its driver."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from asciiray.charset import decode, side_by_side
+from asciiray import config
+from asciiray.train.job import Job
 from asciiray.train.loop import Task
 from asciiray.train.options import TrainConfig
 
@@ -18,20 +20,20 @@ log = logging.getLogger(__name__)
 
 
 class VAETask(Task):
-    name = "vae"
+    shown_metrics = ("loss", "ce", "kl", "image", "char_acc", "nonspace_acc", "space_collapse")
 
-    def __init__(self, config: dict[str, Any], device: torch.device) -> None:
-        super().__init__(config, device)
+    def __init__(self, job: Job, device: torch.device) -> None:
+        super().__init__(job, device)
         from asciiray.losses import char_weights
-        from asciiray.models import get_preset
-        from asciiray.train.renderer import make_renderer
+        from asciiray.models import get_preset, make_renderer
 
-        self.model_config = get_preset(config["preset"])
-        self.weight = char_weights(torch.tensor(config["char_freq"]), config["char_weights_scaling"],
-                                   config["space_deemph"]).to(device)
-        self.renderer = make_renderer(config["renderer"], config["font_res"], config["font_zoom"]).to(device)
+        loss = self.cfg.loss
+        self.model_config = get_preset(self.cfg.model.preset)
+        self.weight = char_weights(torch.tensor(job.plan.char_freq), loss.char_weights_scaling,
+                                   loss.space_deemph).to(device)
+        self.renderer = make_renderer(loss.renderer, loss.font_res, loss.font_zoom).to(device)
         self.renderer.requires_grad_(False).eval()
-        self.display = make_renderer("discrete", config["font_res"], config["font_zoom"]).to(device)
+        self.display = make_renderer("discrete", loss.font_res, loss.font_zoom).to(device)
         self.sample: torch.Tensor | None = None
 
     def build_model(self) -> torch.nn.Module:
@@ -44,8 +46,8 @@ class VAETask(Task):
 
         training = split == "train"
         for codes in self.shard_codes(split):
-            if training and self.config["roll_std"] > 0:
-                codes = random_roll(codes, self.config["roll_std"])
+            if training and self.cfg.loss.roll_std > 0:
+                codes = random_roll(codes, self.cfg.loss.roll_std)
             if not training and self.sample is None:
                 self.sample = codes[:1]
             yield codes
@@ -53,13 +55,13 @@ class VAETask(Task):
     def step(self, model: torch.nn.Module, codes: torch.Tensor, epoch: int):
         from asciiray.losses import compute_losses, gumbel_tau, reconstruction_sums
 
+        loss = self.cfg.loss
         logp, mu, logvar = model(codes)
         terms = compute_losses((logp, mu, logvar), codes, weight=self.weight,
-                               label_smoothing=self.config["ce_label_smoothing"], renderer=self.renderer,
-                               tau=gumbel_tau(epoch, self.config["gumbel_tau_r"]),
-                               kl_coeff=self.config["kl_coeff"],
-                               ce_recon_loss_scale=self.config["ce_recon_loss_scale"],
-                               image_recon_loss_coeff=self.config["image_recon_loss_coeff"])
+                               label_smoothing=loss.ce_label_smoothing, renderer=self.renderer,
+                               tau=gumbel_tau(epoch, loss.gumbel_tau_r), kl_coeff=loss.kl_coeff,
+                               ce_recon_loss_scale=loss.ce_recon_loss_scale,
+                               image_recon_loss_coeff=loss.image_recon_loss_coeff)
         n = codes.new_tensor(len(codes), dtype=torch.float64)
         stats = {k: torch.stack([v.detach().double() * n, n]) for k, v in terms.items()}
         stats.update(reconstruction_sums(logp.detach(), codes))
@@ -68,7 +70,7 @@ class VAETask(Task):
     def epoch_values(self, epoch: int) -> dict[str, float]:
         from asciiray.losses import gumbel_tau
 
-        return {"tau": gumbel_tau(epoch, self.config["gumbel_tau_r"])}
+        return {"tau": gumbel_tau(epoch, self.cfg.loss.gumbel_tau_r)}
 
     def show(self, model: torch.nn.Module, writer: Any, epoch: int) -> str | None:
         if self.sample is None:
@@ -87,31 +89,31 @@ class VAETask(Task):
         return text
 
     def meta(self) -> dict[str, Any]:
-        return {"kind": "vae", "preset": self.config["preset"], "model": dataclasses.asdict(self.model_config),
-                "corpus": self.config["corpus"], "char_freq": self.config["char_freq"],
-                "config": {f.name: self.config[f.name] for f in dataclasses.fields(TrainConfig)}}
+        return {"kind": "vae", "preset": self.cfg.model.preset, "model": dataclasses.asdict(self.model_config),
+                "corpus": self.cfg.data.corpus, "char_freq": self.job.plan.char_freq,
+                "config": config.to_dict(self.cfg)}
 
 
-def train_func(config: dict[str, Any]) -> None:
+def train_func(loop_config: dict[str, Any]) -> None:
     """The Ray Train per-worker entry point."""
     from asciiray.train.loop import run
 
-    run(VAETask, config)
+    run(VAETask, loop_config["job"])
 
 
 def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequence[Any] = ()) -> Any:
     """Check everything that can be checked on the driver, then train; returns Ray's Result."""
-    from asciiray.models import get_preset
+    from asciiray.models import get_preset, make_renderer
     from asciiray.train import runner
-    from asciiray.train.renderer import make_renderer
 
     def check(cfg: TrainConfig) -> None:
-        """A bad preset or --renderer (unknown, or a neural checkpoint of other sizes) fails here, not in a worker."""
-        make_renderer(cfg.renderer, cfg.font_res, cfg.font_zoom, grid=get_preset(cfg.preset).grid)
+        """A neural --renderer of other sizes than the run's fails here, not in a worker."""
+        loss = cfg.loss
+        make_renderer(loss.renderer, loss.font_res, loss.font_zoom, grid=get_preset(cfg.model.preset).grid)
 
     cfg = runner.prepare(cfg, "vae", explicit, check)
-    plan, datasets = runner.corpus_datasets(cfg, get_preset(cfg.preset).grid)
-    return runner.launch(train_func, cfg, {"char_freq": plan.char_freq}, datasets, callbacks)
+    plan, datasets = runner.corpus_datasets(cfg, get_preset(cfg.model.preset).grid)
+    return runner.launch(train_func, cfg, "vae", plan, datasets, ("val/loss", "min"), callbacks)
 
 
 def load(uri_or_dir: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
