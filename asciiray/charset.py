@@ -73,12 +73,28 @@ def decode(grid: np.ndarray) -> str:
     return normalize("\n".join(rows))
 
 
-def decode_scores(scores) -> str | list[str]:
-    """Text of the argmax of per-character scores [95,S,S] or a batch [B,95,S,S]."""
-    codes = scores.argmax(dim=-3).to("cpu").numpy() if hasattr(scores, "dim") else np.argmax(scores, axis=-3)
-    if codes.ndim == 2:
-        return decode(codes)
-    return [decode(c) for c in codes]
+def ink_box(grid: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
+    """Rows and columns of a grid's inked cells, widened by `margin` cells (the whole grid if blank)."""
+    grid = np.asarray(grid)
+    rows, cols = np.nonzero(grid != SPACE)
+    if not len(rows):
+        return slice(0, grid.shape[0]), slice(0, grid.shape[1])
+    return (slice(max(0, rows.min() - margin), rows.max() + 1 + margin),
+            slice(max(0, cols.min() - margin), cols.max() + 1 + margin))
+
+
+def pair_text(original: np.ndarray, output: np.ndarray, margin: int = 1) -> str:
+    """An input and a model's output side by side, both cut to the input's ink plus `margin` cells, so a
+    five-line piece shows as about five lines; ink the output put outside that window is counted."""
+    box = ink_box(original, margin)
+    outside = int((np.asarray(output) != SPACE).sum() - (np.asarray(output)[box] != SPACE).sum())
+    text = side_by_side(_rows(original[box]), _rows(output[box]))
+    return text + (f"\n({outside} more inked cells outside this window)" if outside else "")
+
+
+def _rows(grid: np.ndarray) -> str:
+    """Text of a (cropped) grid, keeping its blank rows and leading spaces so two crops line up."""
+    return "\n".join("".join(ALPHABET[c] for c in row).rstrip(" ") for row in np.asarray(grid).tolist())
 
 
 def side_by_side(left: str, right: str, sep: str = " | ") -> str:

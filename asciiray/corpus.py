@@ -352,6 +352,23 @@ def stats(uri: str) -> dict:
 
 # ---- raw inputs -----------------------------------------------------------------------------
 
+def is_corpus(uri: str) -> bool:
+    """True when `uri` holds a built corpus (its manifest), not raw pieces."""
+    return storage.exists(storage.join(uri, MANIFEST))
+
+
+def build_from(raw: str, out: str) -> dict:
+    """Clean the raw pieces under `raw` (a folder of .txt files, .jsonl files) into a corpus at `out`;
+    its manifest, with the rejected counts. A folder with no usable piece is a UserError."""
+    builder = CorpusBuilder()
+    ingest(builder, raw)
+    if not builder.accepted:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(builder.rejected.items())) or "no .txt or .jsonl file"
+        raise UserError(f"--corpus {raw}: no usable piece ({reasons}); pass a folder of .txt files of printable "
+                        f"ASCII art, or a corpus from `asciiray corpus build`")
+    return builder.write(out)
+
+
 def ingest(builder: CorpusBuilder, path: str) -> None:
     """Feed every raw piece under `path` to `builder`.
 

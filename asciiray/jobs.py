@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import re
 import shlex
@@ -124,27 +123,6 @@ def client(address: str | None = None) -> JobSubmissionClient:
         os.environ.update(hidden)
 
 
-def validate_command(argv: list[str]) -> list[str]:
-    """Check a job's command line with our own parser, so a typo fails here, not on the cluster."""
-    from asciiray.cli import build_parser
-
-    if len(argv) < 2 or argv[0] != "asciiray" or argv[1] not in JOB_COMMANDS:
-        raise UserError(f"the job command must be `asciiray {'|'.join(JOB_COMMANDS)} ...` after `--`, "
-                        f"got `{shlex.join(argv) or '(nothing)'}`")
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            build_parser().parse_args(argv[1:])
-    except SystemExit as exc:
-        if exc.code == 0:
-            raise UserError("the job command asks for help: run `asciiray "
-                            f"{argv[1]} --help` here instead") from None
-        lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
-        reason = lines[-1].split("error: ", 1)[-1] if lines else "invalid arguments"
-        raise UserError(f"the job command `{shlex.join(argv)}` is invalid: {reason}") from None
-    return argv
-
-
 def runtime_env(*, working_dir: str | Path | None, env_passthrough: tuple[str, ...] | list[str] = ENV_PASSTHROUGH,
                 base: dict[str, Any] | None = None) -> dict[str, Any]:
     """The job's runtime_env: `base` (e.g. cluster/runtime_env.yaml), the code, and the set variables."""
@@ -166,7 +144,7 @@ def submit(job_client: JobSubmissionClient, command: list[str], *, working_dir: 
     The entrypoint is `python -m asciiray ...`, so it runs the uploaded checkout
     even on a cluster whose image lacks the `asciiray` script.
     """
-    argv = validate_command(command)
+    argv = command
     entrypoint = shlex.join(["python", "-m", *argv])
     env = runtime_env(working_dir=working_dir, env_passthrough=env_passthrough, base=base_runtime_env)
     with _translated(job_client.get_address()):

@@ -34,9 +34,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from asciiray.errors import UserError
-
 logger = logging.getLogger(__name__)
+
+
+class CrawlOptionError(ValueError):
+    """An option or output directory a crawl cannot use; the message names it and the fix."""
 
 SITES = ("asciiart.eu", "asciiart.website", "textart.io")
 DEFAULT_DELAY = 1.0
@@ -51,28 +53,28 @@ def _check(site: str, out: str, base_url: str | None, max_pages: int | None, del
     from scrape.spiders import normalize_base_url
 
     if site not in SITES:
-        raise UserError(f"unknown site {site!r}: choose one of {', '.join(SITES)}")
+        raise CrawlOptionError(f"unknown site {site!r}: choose one of {', '.join(SITES)}")
     if "://" in out:
-        raise UserError(f"--out {out}: scrape writes to a local directory; "
+        raise CrawlOptionError(f"--out {out}: scrape writes to a local directory; "
                         "`asciiray corpus build` can then write the corpus to s3://")
     if Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out {out} is a file: pass a directory")
+        raise CrawlOptionError(f"--out {out} is a file: pass a directory")
     if http_cache and "://" in http_cache:
-        raise UserError(f"--http-cache {http_cache}: pass a local directory")
+        raise CrawlOptionError(f"--http-cache {http_cache}: pass a local directory")
     if max_pages is not None and max_pages < 1:
-        raise UserError(f"--max-pages {max_pages}: pass a positive number of pages")
+        raise CrawlOptionError(f"--max-pages {max_pages}: pass a positive number of pages")
     if delay < 0:
-        raise UserError(f"--delay {delay}: pass a number of seconds >= 0")
+        raise CrawlOptionError(f"--delay {delay}: pass a number of seconds >= 0")
     if concurrency < 1:
-        raise UserError(f"--concurrency {concurrency}: pass at least 1")
+        raise CrawlOptionError(f"--concurrency {concurrency}: pass at least 1")
     if timeout <= 0:
-        raise UserError(f"--timeout {timeout}: pass a positive number of seconds")
+        raise CrawlOptionError(f"--timeout {timeout}: pass a positive number of seconds")
     if base_url is None:
         return None
     try:
         return normalize_base_url(base_url)
     except ValueError as exc:
-        raise UserError(f"--base-url: {exc}") from None
+        raise CrawlOptionError(f"--base-url: {exc}") from None
 
 
 def _claim(out_dir: Path, site: str, base_url: str | None, resume: bool) -> None:
@@ -82,12 +84,12 @@ def _claim(out_dir: Path, site: str, base_url: str | None, resume: bool) -> None
     here = {"site": site, "base_url": base_url}
     started = marker.exists() or any(out_dir.glob("pieces-*.jsonl"))
     if started and not resume:
-        raise UserError(f"--out {out_dir} already holds a crawl: pass --resume to continue it, "
+        raise CrawlOptionError(f"--out {out_dir} already holds a crawl: pass --resume to continue it, "
                         "or choose an empty directory")
     if marker.exists():
         before = json.loads(marker.read_text())
         if before != here:
-            raise UserError(f"--out {out_dir} holds a crawl of {before['site']} from "
+            raise CrawlOptionError(f"--out {out_dir} holds a crawl of {before['site']} from "
                             f"{before['base_url'] or 'the site itself'}: resume it with the same site "
                             "and --base-url, or choose another directory")
     state.mkdir(parents=True, exist_ok=True)

@@ -70,15 +70,15 @@ def _rayjob() -> dict:
 
 
 def test_rayjob_manifest_parses_and_runs_a_valid_asciiray_command():
-    from asciiray import jobs
     from asciiray.cli import build_parser
+    from asciiray.cli.jobs import validate_command
 
     job = _rayjob()
     argv = shlex.split(job["spec"]["entrypoint"])
     assert argv[:2] == ["asciiray", "train"]
     args = build_parser().parse_args(argv[1:])
-    assert args.storage_path.startswith("s3://") and args.use_gpu
-    assert jobs.validate_command(argv) == argv
+    assert getattr(args, "checkpoint.storage_path").startswith("s3://") and getattr(args, "resources.use_gpu")
+    assert validate_command(argv) == argv
 
     cluster = job["spec"]["rayClusterSpec"]
     assert cluster["authOptions"]["mode"] == "token" and cluster["authOptions"]["secretName"]

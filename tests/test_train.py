@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import threading
@@ -13,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from asciiray import storage
 from asciiray.config import replace
 from asciiray.cli import main
 from asciiray.errors import UserError

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
+import shlex
 import sys
 import time
 from datetime import datetime
@@ -93,12 +96,34 @@ def _base_runtime_env(path: str | None) -> dict:
     return config.read_file(path)
 
 
+def validate_command(argv: list[str]) -> list[str]:
+    """Check a job's command line with our own parser, so a typo fails here, not on the cluster."""
+    from asciiray.cli import build_parser
+    from asciiray.jobs import JOB_COMMANDS
+
+    if len(argv) < 2 or argv[0] != "asciiray" or argv[1] not in JOB_COMMANDS:
+        raise UserError(f"the job command must be `asciiray {'|'.join(JOB_COMMANDS)} ...` after `--`, "
+                        f"got `{shlex.join(argv) or '(nothing)'}`")
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            build_parser().parse_args(argv[1:])
+    except SystemExit as exc:
+        if exc.code == 0:
+            raise UserError("the job command asks for help: run `asciiray "
+                            f"{argv[1]} --help` here instead") from None
+        lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+        reason = lines[-1].split("error: ", 1)[-1] if lines else "invalid arguments"
+        raise UserError(f"the job command `{shlex.join(argv)}` is invalid: {reason}") from None
+    return argv
+
+
 def run_submit(args: argparse.Namespace) -> int:
     from asciiray import jobs
 
     _quiet_ray_sdk()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    jobs.validate_command(command)
+    validate_command(command)
     base = _base_runtime_env(args.runtime_env)
     job_client = jobs.client(args.address)
     job_id = jobs.submit(job_client, command, working_dir=jobs.project_root(),

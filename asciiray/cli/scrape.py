@@ -9,7 +9,8 @@ from typing import Any
 
 from asciiray import config
 from asciiray.config import option
-from scrape.crawl import DEFAULT_CONCURRENCY, DEFAULT_DELAY, DEFAULT_TIMEOUT, SITES, crawl
+from asciiray.errors import UserError
+from scrape.crawl import DEFAULT_CONCURRENCY, DEFAULT_DELAY, DEFAULT_TIMEOUT, SITES, CrawlOptionError, crawl
 
 EXAMPLES = """examples:
   asciiray scrape asciiart.eu --out raw/asciiart.eu
@@ -85,6 +86,8 @@ def run_scrape(args: argparse.Namespace) -> int:
         result = crawl(args.site, args.out, base_url=cfg.base_url, max_pages=cfg.max_pages, delay=cfg.delay,
                        concurrency=cfg.concurrency, resume=cfg.resume, obey_robots=not cfg.ignore_robots,
                        http_cache=cfg.http_cache, timeout=cfg.timeout, progress=progress)
+    except CrawlOptionError as exc:
+        raise UserError(str(exc)) from None
     except RuntimeError as exc:
         print(f"asciiray: {exc}", file=sys.stderr)
         return 1

@@ -99,6 +99,30 @@ class Sums:
         return {f"{prefix}/{n}": s / c if c > 0 else float("nan") for n, (s, c) in zip(names, flat.tolist())}
 
 
+class EpochProgress:
+    """Rank 0's progress inside a long epoch, at a steady rate: steps done, samples/s, time left."""
+
+    def __init__(self, every_s: float, epoch: int, n_epochs: int, steps: int, enabled: bool) -> None:
+        self.every_s, self.epoch, self.n_epochs, self.steps, self.enabled = every_s, epoch, n_epochs, steps, enabled
+        self.started = self.last = time.perf_counter()
+
+    def tick(self, done: int, samples: int) -> None:
+        """Called after each step with the epoch's steps and samples so far (host-side counts: no sync)."""
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < self.every_s:
+            return
+        self.last = now
+        elapsed = now - self.started
+        left = elapsed / done * max(0, self.steps - done)
+        log.info("epoch %d/%d  step %d/%d  %.0f samples/s  about %s left in the epoch", self.epoch + 1,
+                 self.n_epochs, done, self.steps, samples / elapsed, _duration(left))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
 def autocast_for(precision: str, device: torch.device):
     if precision == "32":
         return nullcontext()
@@ -185,10 +209,12 @@ def run(task_cls: type[Task], job: Job) -> None:
     step, history = meta["step"], meta["history"]
     n_epochs = cfg.optim.n_epochs
     consecutive_bad = 0
+    steps_per_epoch = max(1, job.plan.train // world // cfg.data.batch_size)
     for epoch in range(meta["epoch"], n_epochs):
         started = time.perf_counter()
         model.train()
-        train_sums, samples, skipped = Sums(), 0, 0
+        train_sums, samples, skipped, first_step = Sums(), 0, 0, step
+        progress = EpochProgress(cfg.log.progress_every_s, epoch, n_epochs, steps_per_epoch, rank == 0)
         for batch in task.batches("train", epoch):
             with autocast_for(precision, device):
                 loss, stats = task.step(model, batch, epoch)
@@ -206,6 +232,7 @@ def run(task_cls: type[Task], job: Job) -> None:
             scaler.update()
             step += 1
             samples += len(batch)
+            progress.tick(step - first_step, samples)
             if consecutive_bad > cfg.optim.max_nonfinite_steps:
                 break
         elapsed = time.perf_counter() - started

@@ -88,9 +88,13 @@ class LogSection(Section):
     """What the run shows while it trains."""
 
     print_every: int = option(1, "log a sample input|output every N epochs")
+    progress_every_s: float = option(20.0, "inside an epoch, log steps done, samples/s and time left every this "
+                                           "many seconds")
 
     def check(self) -> None:
         _at_least({"print_every": self.print_every}, 1)
+        if not self.progress_every_s > 0:
+            raise UserError(f"--progress-every-s {self.progress_every_s} must be a positive number of seconds")
 
 
 @dataclass

@@ -210,6 +210,6 @@ def train_renderer(cfg: RendererTrainConfig, explicit: set[str] = frozenset(), c
     """Check everything that can be checked on the driver, then train; returns Ray's Result."""
     from asciiray.train import runner
 
-    cfg = runner.prepare(cfg, "renderer", explicit, renderer_config)
-    plan, datasets = runner.corpus_datasets(cfg, renderer_config(cfg).grid)
+    cfg, plan = runner.prepare(cfg, "renderer", lambda cfg: renderer_config(cfg).grid, explicit)
+    datasets = runner.corpus_datasets(cfg, plan, renderer_config(cfg).grid)
     return runner.launch(train_func, cfg, "renderer", plan, datasets, ("val/loss", "min"), callbacks)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from asciiray import config, data, storage
+from asciiray import config, corpus, data, storage
 from asciiray.errors import UserError
 from asciiray.runtime import ensure_ray
 from asciiray.train.job import RUN_FILE, RUN_FILE_VERSION, STOP_FILE, Job, run_uri
@@ -40,13 +40,16 @@ def _replace(cfg: C, **sections: dict[str, Any]) -> C:
                                        for name, values in sections.items()})
 
 
-def prepare(cfg: C, kind: str, explicit: set[str] = frozenset(), check: Callable[[C], None] = lambda cfg: None) -> C:
-    """Name the run, resolve its corpus, and for --resume restore its stored config; fail early on storage problems.
+def prepare(cfg: C, kind: str, check: Callable[[C], int],
+            explicit: set[str] = frozenset()) -> tuple[C, data.CorpusPlan]:
+    """Name the run, resolve and plan its corpus, and for --resume restore its stored config; fail early.
 
-    The corpus and piece count are stored resolved (`data.source`). A resumed run keeps the config it was
-    started with, except where and on how much it runs (options.is_runtime) and its epoch count, which an
-    explicit --n-epochs may raise. `check` sees the config the run will use (the stored one, when resuming)
-    before a new run is written, so a bad option fails in one line and leaves nothing behind.
+    The corpus and piece count are stored resolved (`data.source`); a folder of raw pieces is built into
+    a corpus inside the run first. A resumed run keeps the config it was started with, except where and
+    on how much it runs (options.is_runtime) and its epoch count, which an explicit --n-epochs may raise.
+    `check` sees the config the run will use (the stored one, when resuming), checks what only the model
+    knows and returns its grid side; the corpus is planned for that grid. All of it happens before a new
+    run is recorded, so a bad option fails in one line and leaves nothing behind.
     """
     ck = cfg.checkpoint
     if ck.run_name is None:
@@ -59,16 +62,38 @@ def prepare(cfg: C, kind: str, explicit: set[str] = frozenset(), check: Callable
     stored_uri = storage.join(uri, RUN_FILE)
     if cfg.checkpoint.resume:
         cfg = _restore(cfg, kind, uri, stored_uri, explicit)
-        check(cfg)
-        return cfg
-    corpus, max_pieces = data.source(cfg.data.corpus, cfg.data.max_pieces)
-    cfg = _replace(cfg, data={"corpus": corpus, "max_pieces": max_pieces})
-    check(cfg)
+        return cfg, _plan(cfg, check(cfg))
     if storage.exists(stored_uri):
         raise UserError(f"run {uri} already exists: pass --resume to continue it or choose another --run-name")
+    fresh = not storage.exists(uri)
+    try:
+        corpus_uri, max_pieces = data.source(cfg.data.corpus, cfg.data.max_pieces)
+        if not corpus.is_corpus(corpus_uri):
+            corpus_uri = _build_corpus(corpus_uri, storage.join(uri, "corpus"))
+        cfg = _replace(cfg, data={"corpus": corpus_uri, "max_pieces": max_pieces})
+        plan = _plan(cfg, check(cfg))
+    except BaseException:
+        if fresh:
+            storage.delete_dir(uri)
+        raise
     record = {"kind": kind, "version": RUN_FILE_VERSION, "config": config.to_dict(cfg)}
     storage.write_bytes(stored_uri, json.dumps(record, indent=2).encode())
-    return cfg
+    return cfg, plan
+
+
+def _plan(cfg: RunConfig, grid: int) -> data.CorpusPlan:
+    return data.plan(cfg.data.corpus, grid, cfg.data.validation_prop, cfg.data.max_pieces)
+
+
+def _build_corpus(raw: str, out: str) -> str:
+    """A folder of raw pieces (the prototype's --datapath habit) built into a corpus inside the run."""
+    if not storage.exists(raw):
+        raise UserError(f"--corpus {raw} does not exist: pass a corpus, a folder of .txt files or s3:// prefix")
+    log.info("--corpus %s is a folder of raw pieces: building a corpus into %s", raw, out)
+    manifest = corpus.build_from(raw, out)
+    rejected = ", ".join(f"{k} {v}" for k, v in manifest["rejected"].items() if v) or "none"
+    log.info("corpus built: %d pieces kept; rejected: %s", manifest["rows"], rejected)
+    return out
 
 
 def _restore(cfg: C, kind: str, uri: str, stored_uri: str, explicit: set[str]) -> C:
@@ -111,12 +136,10 @@ def _paths(cfg: RunConfig) -> list[str]:
     return [path for path, _, _ in config.leaves(type(cfg)).values()]
 
 
-def corpus_datasets(cfg: RunConfig, grid: int) -> tuple[data.CorpusPlan, dict[str, Any]]:
-    """The run's corpus planned on the driver (a corpus with no usable piece fails before Ray starts),
-    then its train and validation Ray datasets."""
-    plan = data.plan(cfg.data.corpus, grid, cfg.data.validation_prop, cfg.data.max_pieces)
+def corpus_datasets(cfg: RunConfig, plan: data.CorpusPlan, grid: int) -> dict[str, Any]:
+    """The run's train and validation Ray datasets (Ray starts here, after every driver-side check)."""
     ensure_ray(cfg.resources.address)
-    return plan, data.datasets(plan, grid, cfg.data.validation_prop)
+    return data.datasets(plan, grid, cfg.data.validation_prop)
 
 
 def resolve_precision(precision: str, use_gpu: bool) -> str:

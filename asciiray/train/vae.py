@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from asciiray.charset import decode, side_by_side
+from asciiray.charset import pair_text
 from asciiray import config
 from asciiray.train.job import Job
 from asciiray.train.loop import Task
@@ -81,7 +81,7 @@ class VAETask(Task):
         with torch.no_grad():
             logp, _, _ = model(self.sample)
         recon = logp.argmax(1)[0]
-        text = side_by_side(decode(self.sample[0].cpu().numpy()), decode(recon.cpu().numpy()))
+        text = pair_text(self.sample[0].cpu().numpy(), recon.cpu().numpy())
         if writer is not None:
             image = pair_image(self.sample[0], recon, self.display.atlas)
             writer.add_image("val/input_reconstruction", image, epoch, dataformats="HW")
@@ -106,13 +106,14 @@ def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequenc
     from asciiray.models import get_preset, make_renderer
     from asciiray.train import runner
 
-    def check(cfg: TrainConfig) -> None:
-        """A neural --renderer of other sizes than the run's fails here, not in a worker."""
-        loss = cfg.loss
-        make_renderer(loss.renderer, loss.font_res, loss.font_zoom, grid=get_preset(cfg.model.preset).grid)
+    def check(cfg: TrainConfig) -> int:
+        """A neural --renderer of other sizes than the run's fails here, not in a worker; the grid side."""
+        loss, grid = cfg.loss, get_preset(cfg.model.preset).grid
+        make_renderer(loss.renderer, loss.font_res, loss.font_zoom, grid=grid)
+        return grid
 
-    cfg = runner.prepare(cfg, "vae", explicit, check)
-    plan, datasets = runner.corpus_datasets(cfg, get_preset(cfg.model.preset).grid)
+    cfg, plan = runner.prepare(cfg, "vae", check, explicit)
+    datasets = runner.corpus_datasets(cfg, plan, get_preset(cfg.model.preset).grid)
     return runner.launch(train_func, cfg, "vae", plan, datasets, ("val/loss", "min"), callbacks)
 
 
