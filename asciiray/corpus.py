@@ -204,7 +204,7 @@ class CorpusBuilder:
                 pq.write_table(part, path, filesystem=fs, compression="zstd", row_group_size=rows_per_shard)
                 log.info("wrote %s (%d rows)", storage.join(uri, f"part-{i:05d}.parquet"), part.num_rows)
         except OSError as exc:
-            raise _wrap(uri, exc) from None
+            raise storage.error(uri, exc) from None
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "rows": table.num_rows,
@@ -223,11 +223,6 @@ class CorpusBuilder:
 def _delete_if_exists(fs: pafs.FileSystem, path: str) -> None:
     if fs.get_file_info(path).type == pafs.FileType.File:
         fs.delete_file(path)
-
-
-def _wrap(uri: str, exc: Exception) -> UserError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return UserError(f"{uri}: {first}")
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -265,7 +260,7 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
         tables = [pq.read_table(storage.filesystem(s)[1], filesystem=fs, columns=columns)
                   for s in shard_uris(uri)]
     except (OSError, pa.ArrowInvalid) as exc:
-        raise _wrap(uri, exc) from None
+        raise storage.error(uri, exc) from None
     return pa.concat_tables(tables)
 
 
@@ -280,7 +275,7 @@ def iter_pieces(uri: str, label: str | None = None) -> Iterator[dict]:
                     if label is None or label in row["labels"]:
                         yield row
         except (OSError, pa.ArrowInvalid) as exc:
-            raise _wrap(shard, exc) from None
+            raise storage.error(shard, exc) from None
 
 
 # ---- split and statistics -----------------------------------------------------------------
@@ -382,7 +377,7 @@ def ingest(builder: CorpusBuilder, path: str) -> None:
     try:
         info = fs.get_file_info(root)
     except OSError as exc:
-        raise _wrap(path, exc) from None
+        raise storage.error(path, exc) from None
     if info.type == pafs.FileType.NotFound:
         raise UserError(f"{path} does not exist: pass a folder of .txt files, a .jsonl file or a corpus directory")
     if info.type == pafs.FileType.File:
@@ -400,7 +395,7 @@ def ingest(builder: CorpusBuilder, path: str) -> None:
     try:
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     except OSError as exc:
-        raise _wrap(path, exc) from None
+        raise storage.error(path, exc) from None
     files = sorted(i.path for i in infos if i.type == pafs.FileType.File)
     ignored = 0
     for file in files:
@@ -422,7 +417,7 @@ def _read(fs: pafs.FileSystem, path: str) -> bytes:
         with fs.open_input_stream(path) as f:
             return f.read()
     except OSError as exc:
-        raise _wrap(path, exc) from None
+        raise storage.error(path, exc) from None
 
 
 def _ingest_txt(builder: CorpusBuilder, fs: pafs.FileSystem, path: str, labels: list[str]) -> None:

@@ -45,7 +45,8 @@ def resolve(uri: str) -> str:
     return str(uri) if is_s3(uri) else filesystem(uri)[1]
 
 
-def _wrap(uri: str, exc: Exception) -> UserError:
+def error(uri: str, exc: Exception) -> UserError:
+    """A filesystem or S3 failure as a one-line UserError naming the location (and, for S3, what to check)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     hint = " (check AWS_ENDPOINT_URL and credentials)" if is_s3(uri) else ""
     return UserError(f"{uri}: {first}{hint}")
@@ -56,7 +57,7 @@ def exists(uri: str) -> bool:
     try:
         return fs.get_file_info(path).type != pafs.FileType.NotFound
     except OSError as exc:
-        raise _wrap(uri, exc) from None
+        raise error(uri, exc) from None
 
 
 def read_bytes(uri: str) -> bytes:
@@ -67,7 +68,7 @@ def read_bytes(uri: str) -> bytes:
     except FileNotFoundError:
         raise UserError(f"{uri} does not exist") from None
     except OSError as exc:
-        raise _wrap(uri, exc) from None
+        raise error(uri, exc) from None
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -77,7 +78,7 @@ def write_bytes(uri: str, data: bytes) -> None:
         with fs.open_output_stream(path) as f:
             f.write(data)
     except OSError as exc:
-        raise _wrap(uri, exc) from None
+        raise error(uri, exc) from None
 
 
 def list_files(uri: str, suffix: str = "") -> list[str]:
@@ -86,7 +87,7 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
     try:
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except OSError as exc:
-        raise _wrap(uri, exc) from None
+        raise error(uri, exc) from None
     names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(suffix))
     return [join(uri, n) for n in names]
 
@@ -97,7 +98,7 @@ def list_dirs(uri: str, prefix: str = "") -> list[str]:
     try:
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except OSError as exc:
-        raise _wrap(uri, exc) from None
+        raise error(uri, exc) from None
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix))
 
 
@@ -108,7 +109,7 @@ def copy_dir(src: str, dst: str) -> None:
     try:
         pafs.copy_files(src_path, dst_path, source_filesystem=src_fs, destination_filesystem=dst_fs)
     except OSError as exc:
-        raise _wrap(src if is_s3(src) else dst, exc) from None
+        raise error(src if is_s3(src) else dst, exc) from None
 
 
 def delete_dir(uri: str) -> None:
@@ -128,7 +129,7 @@ def _delete(uri: str, directory: bool) -> None:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise _wrap(uri, exc) from None
+        raise error(uri, exc) from None
 
 
 def check_writable(uri: str) -> None:

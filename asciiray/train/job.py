@@ -34,6 +34,14 @@ class Job:
     plan: CorpusPlan
 
 
+def per_worker_batch(cfg: RunConfig, world: int) -> int:
+    """Pieces per batch on each of `world` workers: --batch-size, or for an elastic run the share of a global
+    batch of --batch-size x MAX workers, so a resize keeps the global batch (within world - 1 pieces)."""
+    if not cfg.resources.elastic:
+        return cfg.data.batch_size
+    return max(1, cfg.data.batch_size * cfg.resources.workers()[1] // world)
+
+
 def run_uri(storage_path: str, run_name: str) -> str:
     """The run's directory: a local absolute path or an s3:// URI."""
     return storage.join(storage.resolve(storage_path), run_name)

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from asciiray import storage
 from asciiray.train import checkpoint
-from asciiray.train.job import STOP_FILE, Job
+from asciiray.train.job import STOP_FILE, Job, per_worker_batch
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Task:
         epoch sees the pieces in an order of its own."""
         import ray.train
 
-        size = self.cfg.data.batch_size
+        size = per_worker_batch(self.cfg, ray.train.get_context().get_world_size())
         shard = ray.train.get_dataset_shard(split)
         buffer = max(SHUFFLE_ROWS, 4 * size) if split == "train" else None
         for batch in shard.iter_torch_batches(batch_size=size, device=self.device, local_shuffle_buffer_size=buffer):
@@ -209,7 +209,7 @@ def run(task_cls: type[Task], job: Job) -> None:
     step, history = meta["step"], meta["history"]
     n_epochs = cfg.optim.n_epochs
     consecutive_bad = 0
-    steps_per_epoch = max(1, job.plan.train // world // cfg.data.batch_size)
+    steps_per_epoch = max(1, job.plan.train // world // per_worker_batch(cfg, world))
     for epoch in range(meta["epoch"], n_epochs):
         started = time.perf_counter()
         model.train()

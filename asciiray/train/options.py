@@ -101,7 +101,10 @@ class LogSection(Section):
 class ResourcesSection(Section):
     """Where and on how much the run trains; may change when a run is resumed."""
 
-    num_workers: int = option(1, "Ray Train workers (DDP processes)")
+    num_workers: str = option("1", "Ray Train workers (DDP processes): N, or MIN:MAX for an elastic run that starts "
+                                   "with MIN, grows to MAX as resources appear and shrinks instead of failing "
+                                   "when a node is lost (with --max-failures); an elastic run keeps its global "
+                                   "batch, --batch-size x MAX, whatever its size")
     use_gpu: bool | None = option(None, "one GPU per worker (default: when CUDA is present)")
     cpus_per_worker: float = option(1.0, "CPUs reserved per worker (fractions allowed)")
     gpus_per_worker: float = option(1.0, "GPUs reserved per worker when on GPU (a fraction shares a GPU)")
@@ -110,8 +113,24 @@ class ResourcesSection(Section):
     max_failures: int = option(0, "restart the workers from the latest checkpoint up to N times after a failure")
     address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
 
+    def workers(self) -> tuple[int, int]:
+        """(min, max) workers; equal for a fixed-size run."""
+        parts = str(self.num_workers).split(":")
+        try:
+            low, high = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, 0)
+        except ValueError:
+            low = high = 0
+        if not 1 <= low <= high:
+            raise UserError(f"--num-workers {self.num_workers!r}: use a count such as 4, or MIN:MAX such as 2:8")
+        return low, high
+
+    @property
+    def elastic(self) -> bool:
+        low, high = self.workers()
+        return low < high
+
     def check(self) -> None:
-        _at_least({"num_workers": self.num_workers}, 1)
+        self.workers()
         _at_least({"max_failures": self.max_failures}, 0)
         if self.threads is not None:
             _at_least({"threads": self.threads}, 1)

@@ -166,6 +166,7 @@ def launch(train_func: Callable[[dict], None], cfg: RunConfig, kind: str, plan: 
     from asciiray.runtime import cpu_allocator_env
 
     res = cfg.resources
+    low, high = res.workers()
     use_gpu = torch.cuda.is_available() if res.use_gpu is None else res.use_gpu
     if use_gpu and not torch.cuda.is_available() and not res.address:
         raise UserError("--use-gpu was given but this machine has no CUDA GPU; drop the flag to train on CPU")
@@ -175,7 +176,7 @@ def launch(train_func: Callable[[dict], None], cfg: RunConfig, kind: str, plan: 
     trainer = TorchTrainer(
         train_func,
         train_loop_config={"job": job},
-        scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=use_gpu,
+        scaling_config=ScalingConfig(num_workers=(low, high) if res.elastic else high, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": res.cpus_per_worker,
                                                            **({"GPU": res.gpus_per_worker} if use_gpu else {})}),
         run_config=RunConfig(
@@ -190,7 +191,7 @@ def launch(train_func: Callable[[dict], None], cfg: RunConfig, kind: str, plan: 
         ),
         datasets=datasets,
     )
-    log.info("run %s: %d worker(s), %s, storage %s", cfg.checkpoint.run_name, res.num_workers,
+    log.info("run %s: %s worker(s), %s, storage %s", cfg.checkpoint.run_name, res.num_workers,
              "GPU" if use_gpu else "CPU", uri)
     stop_file = storage.join(uri, STOP_FILE)
     storage.delete_file(stop_file)
