@@ -118,11 +118,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kw["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) in (list, tuple):
             kw["nargs"] = "+"
-            kw["type"] = typing.get_args(tp)[0]
         else:
             # Allowed values are checked when the config is built, so a wrong one is a one-line error.
             choices = typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else meta.get("choices")
-            kw["type"] = type(choices[0]) if choices else tp
+            kw["type"] = str  # converted when the config is built: a bad value is a one-line error
             kw["metavar"] = "{" + ",".join(map(str, choices)) + "}" if choices else name.upper()
         target.add_argument(*meta.get("flags", ()), flag_name(name), **kw)
 
@@ -172,7 +171,8 @@ def dotted(cls: type, values: dict[str, Any], source: str = "config") -> dict[st
 def build(cls: type[T], values: dict[str, Any], source: str = "config", base: T | None = None) -> T:
     """`cls` (or `base` with some fields replaced) from a mapping in any shape; checked on construction."""
     index = {path: (f, hint) for path, f, hint in leaves(cls).values()}
-    coerced = {path: _coerce(path, value, index[path][1], index[path][0].metadata, source)
+    coerced = {path: _coerce(flag_name(path.rsplit(".", 1)[-1]) if source == "flags" else f"'{path}'", value,
+                             index[path][1], index[path][0].metadata, source)
                for path, value in dotted(cls, values, source).items()}
     current = to_dict(base) if base is not None else None
     parts = sections(cls)
@@ -200,12 +200,14 @@ def _construct(cls: type[T], kwargs: dict[str, Any], source: str) -> T:
 
 
 def _coerce(name: str, value: Any, hint: Any, meta: Any, source: str) -> Any:
+    """`value` as the field's type; `name` is how the error names the key (a flag, or 'section.key')."""
     tp = _base_type(hint)
     optional = tp is not hint
+    where = "" if source == "flags" else f"{source}: "
     if value is None:
         if optional:
             return None
-        raise UserError(f"{source}: '{name}' needs a value (it cannot be empty)")
+        raise UserError(f"{where}{name} needs a value (it cannot be empty)")
     try:
         if tp is bool and not isinstance(value, bool):
             raise ValueError("expected true or false")
@@ -217,14 +219,14 @@ def _coerce(name: str, value: Any, hint: Any, meta: Any, source: str) -> Any:
         elif typing.get_origin(tp) is typing.Literal:
             if value not in typing.get_args(tp):
                 choices = ", ".join(map(str, typing.get_args(tp)))
-                raise UserError(f"{source}: '{name}' = {value!r} must be one of {choices}")
+                raise UserError(f"{where}{name} {value!r} is unknown: use one of {choices}")
         elif tp in (int, float, str):
             value = _scalar(tp, value)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"{source}: '{name}' = {value!r} is invalid ({exc})") from None
+        raise UserError(f"{where}{name} {value!r} is invalid ({exc})") from None
     choices = meta.get("choices")
     if choices and value not in choices:
-        raise UserError(f"{source}: '{name}' = {value!r} must be one of {', '.join(map(str, choices))}")
+        raise UserError(f"{where}{name} {value!r} is unknown: use one of {', '.join(map(str, choices))}")
     return value
 
 

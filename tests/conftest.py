@@ -17,6 +17,16 @@ import uuid
 
 import pytest
 
+# Tests that use any of these fixtures start Ray, a cluster or an S3 server: they are integration tests.
+INTEGRATION_FIXTURES = frozenset({"ray_session", "s3_server", "s3_bucket", "cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a real service, so `-m "not integration"` is the fast unit subset."""
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 def free_port() -> int:
     with socket.socket() as s:

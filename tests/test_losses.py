@@ -13,7 +13,7 @@ from asciiray.errors import UserError
 from asciiray.losses import (ce_loss, char_weights, compute_losses, gumbel_softmax_st, gumbel_tau, image_loss,
                              kl_loss, random_roll, reconstruction_metrics, reconstruction_sums)
 from asciiray.models import VAE, get_preset, one_hot
-from asciiray.render import make_renderer
+from asciiray.models import make_renderer
 
 
 def perfect_logp(codes: torch.Tensor) -> torch.Tensor:

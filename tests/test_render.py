@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -13,17 +15,23 @@ from asciiray import storage
 from asciiray.charset import NUM_CHARS, SPACE, encode
 from asciiray.errors import UserError
 from asciiray.models import one_hot
-from asciiray.render import (FONT_PATH, ContinuousRenderer, DiscreteRenderer, glyph_atlas, make_renderer,
-                             pair_image, render_codes, render_probs, save_png)
+from asciiray.models import make_renderer
+from asciiray.render import (FONT_PATH, ContinuousRenderer, DiscreteRenderer, glyph_atlas, pair_image, render_codes,
+                             render_probs, save_png)
 
 
 def code(ch: str) -> int:
     return ord(ch) - 32
 
 
-def test_font_ships_with_matplotlib():
-    assert FONT_PATH.is_file()
-    assert "matplotlib" in str(FONT_PATH)
+def test_font_is_a_monospace_font_installed_with_a_dependency():
+    import matplotlib
+    from PIL import ImageFont
+
+    assert FONT_PATH.is_file() and FONT_PATH.is_relative_to(Path(matplotlib.get_data_path()))
+    font = ImageFont.truetype(str(FONT_PATH), 32)
+    widths = {font.getlength(ch) for ch in "iWm .#@|"}
+    assert len(widths) == 1 and widths.pop() > 0, "every glyph has the same advance: a grid of cells"
 
 
 @pytest.mark.parametrize("res", [2, 4, 8, 12])

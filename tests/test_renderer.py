@@ -18,7 +18,8 @@ from asciiray.errors import UserError
 from asciiray.models import NeuralRenderer, get_renderer_preset, one_hot
 from asciiray.render import glyph_atlas, render_codes
 from asciiray.train import checkpoint
-from asciiray.train.renderer import image_errors, load_renderer, make_renderer, perturb, random_codes, target_image
+from asciiray.models import make_renderer
+from asciiray.train.renderer import image_errors, perturb, random_codes, target_image
 from tests.test_train import make_pieces
 
 
@@ -59,11 +60,16 @@ def val_codes(corpus: str) -> torch.Tensor:
     return torch.from_numpy(np.stack([charset.encode(t, 16) for t in pieces]))
 
 
-def vae_settings(**kw) -> dict:
-    from asciiray.train.vae import TrainConfig
+def vae_job(**kw):
+    """What a VAE worker gets from the driver, for a tiny model and a uniform character histogram."""
+    from asciiray.config import build
+    from asciiray.data import CorpusPlan
+    from asciiray.train.job import Job
+    from asciiray.train.options import TrainConfig
 
-    cfg = TrainConfig(preset="tiny", font_res=2, **kw)
-    return {**dataclasses.asdict(cfg), "char_freq": [1.0] * NUM_CHARS}
+    cfg = build(TrainConfig, {"preset": "tiny", "font_res": 2, **kw})
+    plan = CorpusPlan(uri="", rows=0, fitting=0, over_grid=0, train=0, val=0, char_freq=[1.0] * NUM_CHARS)
+    return Job(kind="vae", cfg=cfg, run_uri="", precision="32", plan=plan)
 
 
 def test_perturbed_inputs_are_distributions_around_the_codes():
@@ -116,7 +122,7 @@ def test_optimizer_steps_leave_the_frozen_renderer_bit_identical(tmp_path):
     from asciiray.train.vae import VAETask
 
     save_tiny_renderer(tmp_path)
-    task = VAETask(vae_settings(renderer=f"neural:{tmp_path}", image_recon_loss_coeff=1.0), torch.device("cpu"))
+    task = VAETask(vae_job(renderer=f"neural:{tmp_path}", image_recon_loss_coeff=1.0), torch.device("cpu"))
     model = task.build_model().train()
     params = [p for p in model.parameters() if p.requires_grad]
     assert not {id(p) for p in params} & {id(p) for p in task.renderer.parameters()}
@@ -176,7 +182,7 @@ def test_two_worker_run_learns_to_draw_held_out_grids(trained, corpus_dir):
     atlas = glyph_atlas(2)
     target = render_codes(codes, atlas)
     with torch.no_grad():
-        trained_psnr = image_errors(load_renderer(trained)(one_hot(codes)), target)[1].mean().item()
+        trained_psnr = image_errors(NeuralRenderer.from_checkpoint(trained)(one_hot(codes)), target)[1].mean().item()
         torch.manual_seed(0)
         untrained_psnr = image_errors(NeuralRenderer(get_renderer_preset("tiny"))(one_hot(codes)),
                                       target)[1].mean().item()
@@ -204,7 +210,7 @@ def test_vae_epoch_with_the_neural_renderer_leaves_it_untouched(trained, corpus_
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--preset", "huge"], "renderer preset 'huge'"),
+    (["--preset", "huge"], "--preset 'huge' is unknown"),
     (["--random-prop", "1"], "--random-prop"),
     (["--temperature-min", "0"], "--temperature-min"),
     (["--depth", "-2"], "depth"),

@@ -311,6 +311,7 @@ def test_pipeline_appends_shards_and_never_stores_a_piece_twice(tmp_path: Path) 
 # --- one crawl per site ---------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("markup", ["old", "new"])
 def test_asciiart_eu(tmp_path: Path, markup: str) -> None:
     fixture_dir = FIXTURES / "asciiart.eu" / markup
@@ -337,6 +338,7 @@ def test_asciiart_eu(tmp_path: Path, markup: str) -> None:
     assert all(n == 1 for p, n in collections.Counter(paths).items() if p != "/animals/dogs")
 
 
+@pytest.mark.integration
 def test_asciiart_website_within_delay_and_concurrency(tmp_path: Path) -> None:
     fixture_dir = FIXTURES / "asciiart.website"
     with FixtureServer(fixture_dir, WEBSITE) as server:
@@ -353,6 +355,7 @@ def test_asciiart_website_within_delay_and_concurrency(tmp_path: Path) -> None:
     assert server.max_in_flight <= 2
 
 
+@pytest.mark.integration
 def test_textart_io_pagination_and_tags_then_from_the_http_cache(tmp_path: Path) -> None:
     fixture_dir = FIXTURES / "textart.io"
     out, cache = tmp_path / "raw", tmp_path / "cache"
@@ -376,6 +379,7 @@ def test_textart_io_pagination_and_tags_then_from_the_http_cache(tmp_path: Path)
 # --- pause and resume -----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_max_pages_then_resume_fetches_nothing_twice(tmp_path: Path) -> None:
     fixture_dir = FIXTURES / "textart.io"
     with FixtureServer(fixture_dir, textart_routes(flaky=False)) as server:
@@ -403,6 +407,7 @@ def wait_for(condition, what: str, proc: subprocess.Popen, timeout: float = 90.0
         time.sleep(0.05)
 
 
+@pytest.mark.integration
 def test_ctrl_c_then_resume_loses_no_piece(tmp_path: Path) -> None:
     """Ctrl-C while a page is in flight: it finishes, its links are kept, --resume fetches the rest once."""
     fixture_dir = FIXTURES / "asciiart.eu" / "new"

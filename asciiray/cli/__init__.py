@@ -18,8 +18,15 @@ from asciiray.errors import UserError
 COMMANDS = ("scrape", "corpus", "train", "renderer", "tune", "jobs")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the command, the problem and where help is, no usage block."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="asciiray",
         description="Train variational autoencoders of ASCII art on Ray (local, single GPU or cluster).",
     )

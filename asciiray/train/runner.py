@@ -65,13 +65,14 @@ def prepare(cfg: C, kind: str, check: Callable[[C], int],
         return cfg, _plan(cfg, check(cfg))
     if storage.exists(stored_uri):
         raise UserError(f"run {uri} already exists: pass --resume to continue it or choose another --run-name")
+    grid = check(cfg)
     fresh = not storage.exists(uri)
     try:
         corpus_uri, max_pieces = data.source(cfg.data.corpus, cfg.data.max_pieces)
         if not corpus.is_corpus(corpus_uri):
             corpus_uri = _build_corpus(corpus_uri, storage.join(uri, "corpus"))
         cfg = _replace(cfg, data={"corpus": corpus_uri, "max_pieces": max_pieces})
-        plan = _plan(cfg, check(cfg))
+        plan = _plan(cfg, grid)
     except BaseException:
         if fresh:
             storage.delete_dir(uri)
