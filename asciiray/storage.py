@@ -81,25 +81,24 @@ def write_bytes(uri: str, data: bytes) -> None:
         raise error(uri, exc) from None
 
 
-def list_files(uri: str, suffix: str = "") -> list[str]:
-    """Sorted URIs of the files directly under `uri` ending in `suffix`."""
+def _entries(uri: str, kind: pafs.FileType) -> list[str]:
+    """Sorted names of the entries of one kind directly under `uri` (none if it does not exist)."""
     fs, path = filesystem(uri)
     try:
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except OSError as exc:
         raise error(uri, exc) from None
-    names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(suffix))
-    return [join(uri, n) for n in names]
+    return sorted(i.base_name for i in infos if i.type == kind)
+
+
+def list_files(uri: str, suffix: str = "") -> list[str]:
+    """Sorted URIs of the files directly under `uri` ending in `suffix`."""
+    return [join(uri, n) for n in _entries(uri, pafs.FileType.File) if n.endswith(suffix)]
 
 
 def list_dirs(uri: str, prefix: str = "") -> list[str]:
     """Sorted names of the directories directly under `uri` that start with `prefix`."""
-    fs, path = filesystem(uri)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    except OSError as exc:
-        raise error(uri, exc) from None
-    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix))
+    return [n for n in _entries(uri, pafs.FileType.Directory) if n.startswith(prefix)]
 
 
 def copy_dir(src: str, dst: str) -> None:
