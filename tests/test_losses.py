@@ -61,14 +61,34 @@ def test_ce_matches_cross_entropy_of_logits():
     assert ce_loss(uniform, codes).item() == pytest.approx(math.log(NUM_CHARS), rel=1e-5)
 
 
-def test_ce_is_the_same_in_both_layouts():
+def reference_ce(logp: torch.Tensor, codes: torch.Tensor, weight: torch.Tensor | None,
+                 smoothing: float) -> torch.Tensor:
+    """The cross entropy as ce_loss computed it before issue 13: F.nll_loss / F.cross_entropy on one row per cell."""
+    rows, targets = logp.permute(0, 2, 3, 1).reshape(-1, NUM_CHARS), codes.long().reshape(-1)
+    if smoothing:
+        return F.cross_entropy(rows, targets, weight=weight, label_smoothing=smoothing)
+    return F.nll_loss(rows, targets, weight=weight)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["contiguous", "channels_last"])
+def test_ce_equals_nll_loss_and_cross_entropy(layout, weighted, smoothing):
+    """Value and gradient (to the logits) match the reference to 1e-6, in both memory layouts."""
     torch.manual_seed(0)
-    codes = random_codes()
-    logp = torch.log_softmax(torch.randn(4, NUM_CHARS, 8, 8), 1)
-    channels_last = logp.contiguous(memory_format=torch.channels_last)
-    weight = char_weights(torch.rand(NUM_CHARS), 1.0, 3.0)
-    for smoothing in (0.0, 0.2):
-        assert torch.allclose(ce_loss(channels_last, codes, weight, smoothing), ce_loss(logp, codes, weight, smoothing))
+    codes = random_codes(8, 16)
+    logits = (3 * torch.randn(8, NUM_CHARS, 16, 16)).contiguous(memory_format=layout)
+    weight = char_weights(torch.rand(NUM_CHARS), 2.0, 5.0) if weighted else None
+    values, grads = [], []
+    for ce in (ce_loss, reference_ce):
+        x = logits.clone().requires_grad_()
+        loss = ce(torch.log_softmax(x, 1), codes, weight, smoothing)
+        loss.backward()
+        values.append(loss)
+        grads.append(x.grad)
+    torch.testing.assert_close(values[0], values[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-6)
+    assert grads[0].abs().max() > 1e-5, "the gradient is not trivially zero"
 
 
 def test_ce_is_fp32_for_bf16_input():
