@@ -80,39 +80,35 @@ def gumbel_tau(epoch: int, rate: float) -> float:
     return max(TAU_MIN, math.exp(-rate * epoch))
 
 
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the one-hot of the argmax over the last dim. Backward: the gradient passes unchanged."""
+def gumbel_sample(logp: torch.Tensor, tau: float,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Gumbel-softmax sample of each cell of log-probabilities [B, 95, S, S]: (hard, soft).
 
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, soft: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(soft).scatter_(-1, soft.argmax(dim=-1, keepdim=True), 1.0)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
-        return grad
-
-
-def gumbel_softmax_st(logp: torch.Tensor, tau: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Straight-through Gumbel-softmax sample over dim 1: exact one-hot forward, soft gradient backward.
-
-    Works on a characters-last view, which is contiguous for the VAE's channels-last output.
+    soft = softmax((logp + g) / tau) over the characters, [B, S, S, 95] (characters last,
+    contiguous for the VAE's channels-last output), is what gradients flow through;
+    hard = its argmax [B, S, S], the sampled codes (the argmax of logp + g: tau does not
+    change it).
     """
     cells = logp.float().movedim(1, -1)
     # Gumbel(0, 1) noise -log(-log(U)), then (x + noise) / tau, in place: this tensor is the largest
     # one here, and on a CPU every allocation and pass over it shows in the step time.
     noise = torch.empty_like(cells).uniform_(generator=generator).log_().neg_().log_().neg_()
     soft = F.softmax(noise.add_(cells).div_(tau), dim=-1)
-    return _StraightThrough.apply(soft).movedim(-1, 1)
+    return soft.argmax(dim=-1), soft
 
 
 def image_loss(renderer: Renderer, codes: torch.Tensor, logp: torch.Tensor, tau: float,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """MSE between the rendered input (as one-hot) and the rendered Gumbel sample of the decoder."""
+    """MSE between the rendered input and the rendered straight-through Gumbel sample of the decoder.
+
+    Both images are of code grids: for the continuous renderer two gathers from the glyph atlas,
+    with no 95-channel one-hot (Renderer.straight_through).
+    """
     if not renderer.differentiable:
         raise ValueError(f"the image loss needs a differentiable renderer, got {type(renderer).__name__}")
     with torch.no_grad():
         target = renderer.from_codes(codes)
-    return F.mse_loss(renderer(gumbel_softmax_st(logp, tau, generator)).float(), target.float())
+    return F.mse_loss(renderer.straight_through(*gumbel_sample(logp, tau, generator)).float(), target.float())
 
 
 def compute_losses(model_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], codes: torch.Tensor, *,
@@ -147,15 +143,21 @@ def reconstruction_sums(logp: torch.Tensor, codes: torch.Tensor) -> dict[str, to
     right = pred == codes
     inked = codes != SPACE
     collapsed = (pred == SPACE).flatten(1).all(dim=1) & inked.flatten(1).any(dim=1)
-
-    def pair(num: torch.Tensor, den: torch.Tensor | int) -> torch.Tensor:
-        return torch.stack([num.double(), torch.as_tensor(den, dtype=torch.float64, device=num.device)])
-
     return {
-        "char_acc": pair(right.sum(), right.numel()),
-        "nonspace_acc": pair((right & inked).sum(), inked.sum()),
-        "space_collapse": pair(collapsed.sum(), len(codes)),
+        "char_acc": metric_pair(right.sum(), right.numel()),
+        "nonspace_acc": metric_pair((right & inked).sum(), inked.sum()),
+        "space_collapse": metric_pair(collapsed.sum(), len(codes)),
     }
+
+
+def metric_pair(total: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
+    """A metric's [sum, count] as float64 on the device of `total`.
+
+    A Python `count` is filled in on the device, not copied there from the host:
+    a host-to-device copy of a Python number makes the step wait for the GPU.
+    """
+    count = count.double() if isinstance(count, torch.Tensor) else total.new_full((), count, dtype=torch.float64)
+    return torch.stack([total.double(), count])
 
 
 def reconstruction_metrics(logp: torch.Tensor, codes: torch.Tensor) -> dict[str, torch.Tensor]:
