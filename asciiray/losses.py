@@ -50,19 +50,20 @@ def ce_loss(logp: torch.Tensor, codes: torch.Tensor, weight: torch.Tensor | None
     F.cross_entropy's semantics: with `weight`, the mean is weighted by each cell's
     target weight, and label smoothing e gives (1 - e) * NLL + e / 95 * (minus the
     weighted sum of all 95 log-probabilities), both over the summed target weights.
-    Written as per-cell terms summed, then divided: F.nll_loss's weighted mean runs
-    in a single CUDA thread block, which over a million cells is slow.
+    Written as per-cell terms (reduction "none") summed, then divided: F.nll_loss's
+    own weighted mean runs in a single CUDA thread block, slow over a million cells.
     """
     with torch.autocast(device_type=logp.device.type, enabled=False):
-        cells = logp.float().movedim(1, -1)  # characters last: contiguous for the VAE's channels-last output
-        targets = codes.long().unsqueeze(-1)
-        picked = cells.gather(-1, targets)
-        if weight is None:
-            loss, total = -picked.sum(), picked.numel()
+        logp, targets = logp.float(), codes.long()
+        weight = weight.to(logp.device, torch.float32) if weight is not None else None
+        cells = logp.movedim(1, -1)
+        if cells.is_contiguous():  # channels-last, as the VAE makes it: one row per cell, no copy
+            per_cell = F.nll_loss(cells.reshape(-1, logp.shape[1]), targets.reshape(-1), weight=weight,
+                                  reduction="none")
         else:
-            weight = weight.to(logp.device, torch.float32)
-            target_weight = weight[targets]
-            loss, total = -(picked * target_weight).sum(), target_weight.sum()
+            per_cell = F.nll_loss(logp, targets, weight=weight, reduction="none")
+        loss = per_cell.sum()
+        total = targets.numel() if weight is None else weight[targets].sum()
         if label_smoothing:
             everything = cells.sum() if weight is None else cells.sum(dim=(0, 1, 2)) @ weight
             loss = (1.0 - label_smoothing) * loss - label_smoothing / logp.shape[1] * everything
@@ -90,10 +91,11 @@ def gumbel_sample(logp: torch.Tensor, tau: float,
     change it).
     """
     cells = logp.float().movedim(1, -1)
-    # Gumbel(0, 1) noise -log(-log(U)), then (x + noise) / tau, in place: this tensor is the largest
-    # one here, and on a CPU every allocation and pass over it shows in the step time.
-    noise = torch.empty_like(cells).uniform_(generator=generator).log_().neg_().log_().neg_()
-    soft = F.softmax(noise.add_(cells).div_(tau), dim=-1)
+    # Gumbel(0, 1) noise g = -log(-log(U)), then (x + g) / tau, in place: this tensor is the largest one
+    # here, and every allocation and pass over it shows in the step time. (x + g) / tau is computed as
+    # (log(-log(U)) - x) / -tau, which rounds to the same bits and saves a negation pass.
+    minus_g = torch.empty_like(cells).uniform_(generator=generator).log_().neg_().log_()
+    soft = F.softmax(minus_g.sub_(cells).div_(-tau), dim=-1)
     return soft.argmax(dim=-1), soft
 
 

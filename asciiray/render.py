@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from asciiray import storage
@@ -118,8 +119,8 @@ def render_codes(codes: torch.Tensor, atlas: torch.Tensor) -> torch.Tensor:
     """Images [B, S*r, S*r] of code grids [B, S, S]: each cell gets its glyph."""
     b, s, _ = codes.shape
     r = atlas.shape[-1]
-    tiles = atlas.to(codes.device)[codes.long()]  # [B, S, S, r, r]
-    return tiles.permute(0, 1, 3, 2, 4).reshape(b, s * r, s * r)
+    tiles = F.embedding(codes.long(), atlas.to(codes.device).flatten(1))  # [B, S, S, r * r]: a row lookup
+    return tiles.reshape(b, s, s, r, r).permute(0, 1, 3, 2, 4).reshape(b, s * r, s * r)
 
 
 def render_probs(probs: torch.Tensor, atlas: torch.Tensor) -> torch.Tensor:

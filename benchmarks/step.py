@@ -5,8 +5,10 @@ each process imports asciiray from its checkout (PYTHONPATH), encodes the
 same pieces of the embedded corpus and times the same steps: the VAE task's
 own `step` (all losses and metric sums), backward, gradient clipping and Adam,
 after a few warm-up steps, on one in-memory batch sequence (no Ray, no data
-pipeline). Both run with the allocator settings CPU training workers get.
-Prints samples/s per round, the medians and their ratio.
+pipeline); then the loss terms alone (forward and backward from fixed decoder
+logits). Both run with the allocator settings CPU training workers get.
+Prints samples/s per round, by the wall clock and per CPU second, the medians
+and their ratios.
 
     git archive <commit> | tar -x -C /tmp/asciiray-before
     .venv/bin/python benchmarks/step.py --baseline /tmp/asciiray-before
@@ -34,7 +36,9 @@ def child(args: argparse.Namespace) -> None:
 
     import asciiray
     from asciiray import charset, corpus
+    from asciiray.charset import NUM_CHARS
     from asciiray.embedded import DEFAULT_CORPUS
+    from asciiray.losses import compute_losses
     from asciiray.models import VAE, get_preset
     from asciiray.train.loop import autocast_for
     from asciiray.train.vae import TrainConfig, VAETask
@@ -55,18 +59,36 @@ def child(args: argparse.Namespace) -> None:
     model = VAE(get_preset(args.preset)).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     batches = codes.split(args.batch_size)
-    started = 0.0
-    for i, batch in enumerate(batches):
-        if i == args.warmup:
-            started = time.perf_counter()
+
+    def train_step(batch: torch.Tensor) -> None:
         with autocast_for(cfg.precision, device):
             loss, _ = task.step(model, batch, 0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-    elapsed = time.perf_counter() - started
-    print(json.dumps({"samples_per_s": args.steps * args.batch_size / elapsed, "asciiray": asciiray.__file__}))
+
+    # The loss terms alone (all of them, forward and backward), from fixed decoder logits: the code that changed.
+    logits = torch.randn(args.batch_size, NUM_CHARS, grid, grid).contiguous(memory_format=torch.channels_last)
+    logits.requires_grad_()
+    mu, logvar = torch.zeros(args.batch_size, 8, requires_grad=True), torch.zeros(args.batch_size, 8)
+
+    def loss_step(batch: torch.Tensor) -> None:
+        terms = compute_losses((torch.log_softmax(logits, 1), mu, logvar), batch, weight=task.weight,
+                               label_smoothing=cfg.ce_label_smoothing, renderer=task.renderer, tau=0.7,
+                               kl_coeff=cfg.kl_coeff, image_recon_loss_coeff=cfg.image_recon_loss_coeff)
+        logits.grad = None
+        terms["loss"].backward()
+
+    result = {"asciiray": asciiray.__file__}
+    for name, fn in (("step", train_step), ("losses", loss_step)):
+        for i, batch in enumerate(batches):
+            if i == args.warmup:
+                wall, cpu = time.perf_counter(), time.process_time()
+            fn(batch)
+        samples = args.steps * args.batch_size
+        result[name] = {"wall": samples / (time.perf_counter() - wall), "cpu": samples / (time.process_time() - cpu)}
+    print(json.dumps(result))
 
 
 def run_child(tree: Path, argv: list[str], threads: int) -> dict:
@@ -105,17 +127,23 @@ def main() -> None:
     passed = {k: v for k, v in vars(args).items() if k not in ("baseline", "rounds", "child")}
     argv = [x for k, v in passed.items() for x in (f"--{k.replace('_', '-')}", str(v))]
     trees = {"baseline": args.baseline, "this": HERE}
-    rates: dict[str, list[float]] = {name: [] for name in trees}
+    runs: dict[str, list[dict]] = {name: [] for name in trees}
     print(f"preset {args.preset}, batch {args.batch_size}, precision {args.precision}, {args.threads} threads, "
-          f"image loss {args.image_recon_loss_coeff}, {args.warmup} warm-up + {args.steps} timed steps")
+          f"image loss {args.image_recon_loss_coeff}, {args.warmup} warm-up + {args.steps} timed steps; "
+          f"samples/s by the wall clock and per CPU second (the process's CPU time: steadier on a busy machine)")
+    rows = [(part, clock) for part in ("step", "losses") for clock in ("wall", "cpu")]
     for r in range(args.rounds):
         order = list(trees) if r % 2 == 0 else list(reversed(trees))
         for name in order:
-            rates[name].append(run_child(trees[name], argv, args.threads)["samples_per_s"])
-        print(f"round {r + 1}: " + ", ".join(f"{name} {rates[name][-1]:.1f}" for name in trees) + " samples/s")
-    median = {name: statistics.median(v) for name, v in rates.items()}
-    print(f"median: baseline ({args.baseline}) {median['baseline']:.1f} samples/s, this ({HERE}) "
-          f"{median['this']:.1f} samples/s, ratio {median['this'] / median['baseline']:.3f}")
+            runs[name].append(run_child(trees[name], argv, args.threads))
+        print(f"round {r + 1}: " + "; ".join(
+            f"{part} {clock} " + ", ".join(f"{name} {runs[name][-1][part][clock]:.1f}" for name in trees)
+            for part, clock in rows))
+    print(f"medians of {args.rounds} rounds (baseline {args.baseline}, this {HERE}):")
+    for part, clock in rows:
+        median = {name: statistics.median(run[part][clock] for run in runs[name]) for name in trees}
+        print(f"  {part:6} {clock:4}: baseline {median['baseline']:8.1f}  this {median['this']:8.1f}  "
+              f"ratio {median['this'] / median['baseline']:.3f}")
 
 
 if __name__ == "__main__":
