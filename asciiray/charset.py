@@ -6,12 +6,15 @@ outside the model; only the training device ever sees a one-hot tensor.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 NUM_CHARS = 95
 SPACE = 0
 DEFAULT_GRID = 64
 ALPHABET = "".join(chr(c) for c in range(32, 127))
+_NEWLINE = ord("\n")
 
 
 class InvalidPiece(ValueError):
@@ -62,6 +65,51 @@ def encode(text: str, size: int = DEFAULT_GRID) -> np.ndarray:
         codes = np.frombuffer(line.encode("ascii"), dtype=np.uint8) - 32
         grid[top + r, left : left + len(codes)] = codes
     return grid
+
+
+def encode_many(texts: Sequence[str], size: int = DEFAULT_GRID) -> np.ndarray:
+    """`encode` of many normalised pieces at once: uint8 grids [N, size, size], byte for byte the same.
+
+    The pieces are joined into one buffer and placed with a few numpy passes over
+    its bytes, an order of magnitude faster than `encode` piece by piece
+    (docs/PERFORMANCE.md). If any piece is invalid or does not fit, the pieces go
+    through `encode` one by one, so the same InvalidPiece is raised for the same piece.
+    """
+    n = len(texts)
+    grids = np.zeros((n, size, size), dtype=np.uint8)
+    if n == 0:
+        return grids
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+    try:
+        data = np.frombuffer("\n".join(texts).encode("ascii"), dtype=np.uint8)
+    except UnicodeEncodeError:
+        data = None
+    if data is None or not lengths.all() or (((data < 32) & (data != _NEWLINE)) | (data > 126)).any():
+        return _encode_each(texts, size)
+    # The joining newline ends each piece's last line, so the pieces' lines number consecutively in `data`.
+    is_break = data == _NEWLINE
+    breaks = np.flatnonzero(is_break)
+    line_start = np.concatenate(([0], breaks + 1))
+    line_len = np.append(breaks, len(data)) - line_start
+    piece_start = np.cumsum(lengths + 1) - (lengths + 1)
+    first_line = np.searchsorted(breaks, piece_start)  # newlines before each piece: its first line's number
+    height = np.diff(first_line, append=len(line_start))
+    width = np.maximum.reduceat(line_len, first_line)
+    if height.max() > size or width.max() > size:
+        return _encode_each(texts, size)
+    # Where each line's first character goes in the flat output, less that character's offset in `data`.
+    piece = np.repeat(np.arange(n), height)
+    row = np.arange(len(line_start)) - first_line[piece] + (size - height[piece]) // 2
+    origin = (piece * size + row) * size + (size - width[piece]) // 2 - line_start
+    line = np.cumsum(is_break)  # for a character: the number of its line
+    chars = np.flatnonzero(~is_break)
+    grids.reshape(-1)[origin[line[chars]] + chars] = data[chars] - 32
+    return grids
+
+
+def _encode_each(texts: Sequence[str], size: int) -> np.ndarray:
+    """The slow path of `encode_many`: one `encode` per piece (raises at the first bad one)."""
+    return np.stack([encode(str(text), size) for text in texts])
 
 
 def decode(grid: np.ndarray) -> str:

@@ -103,11 +103,7 @@ class _Encode:
         keep = fits & (corpus.validation_mask(batch["id"], self.prop) == self.want_val)
         if self.id_cutoff is not None:
             keep &= np.asarray(subset_key(pa.array(batch["id"], pa.string()))).astype(str) <= self.id_cutoff
-        texts = batch["text"][keep]
-        codes = np.zeros((len(texts), self.grid, self.grid), dtype=np.uint8)
-        for i, text in enumerate(texts):
-            codes[i] = charset.encode(str(text), self.grid)
-        return {"codes": codes}
+        return {"codes": charset.encode_many(batch["text"][keep], self.grid)}
 
 
 def datasets(p: CorpusPlan, grid: int, validation_prop: float) -> dict:

@@ -47,18 +47,27 @@ def ce_loss(logp: torch.Tensor, codes: torch.Tensor, weight: torch.Tensor | None
             label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross entropy of log-probabilities [B, 95, S, S] against codes [B, S, S], mean over cells.
 
-    With `weight`, the mean is weighted by each cell's target weight (F.cross_entropy semantics).
+    F.cross_entropy's semantics: with `weight`, the mean is weighted by each cell's
+    target weight, and label smoothing e gives (1 - e) * NLL + e / 95 * (minus the
+    weighted sum of all 95 log-probabilities), both over the summed target weights.
+    Written as per-cell terms (reduction "none") summed, then divided: F.nll_loss's
+    own weighted mean runs in a single CUDA thread block, slow over a million cells.
     """
     with torch.autocast(device_type=logp.device.type, enabled=False):
+        logp, targets = logp.float(), codes.long()
         weight = weight.to(logp.device, torch.float32) if weight is not None else None
-        logp, codes = logp.float(), codes.long()
-        cells = logp.permute(0, 2, 3, 1)
+        cells = logp.movedim(1, -1)
         if cells.is_contiguous():  # channels-last, as the VAE makes it: one row per cell, no copy
-            logp, codes = cells.reshape(-1, logp.shape[1]), codes.reshape(-1)
+            per_cell = F.nll_loss(cells.reshape(-1, logp.shape[1]), targets.reshape(-1), weight=weight,
+                                  reduction="none")
+        else:
+            per_cell = F.nll_loss(logp, targets, weight=weight, reduction="none")
+        loss = per_cell.sum()
+        total = targets.numel() if weight is None else weight[targets].sum()
         if label_smoothing:
-            return F.cross_entropy(logp, codes, weight=weight, label_smoothing=label_smoothing)
-        # logp is already normalised: NLL is the cross entropy without a second log-softmax pass.
-        return F.nll_loss(logp, codes, weight=weight)
+            everything = cells.sum() if weight is None else cells.sum(dim=(0, 1, 2)) @ weight
+            loss = (1.0 - label_smoothing) * loss - label_smoothing / logp.shape[1] * everything
+        return loss / total
 
 
 def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -72,39 +81,36 @@ def gumbel_tau(epoch: int, rate: float) -> float:
     return max(TAU_MIN, math.exp(-rate * epoch))
 
 
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the one-hot of the argmax over the last dim. Backward: the gradient passes unchanged."""
+def gumbel_sample(logp: torch.Tensor, tau: float,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Gumbel-softmax sample of each cell of log-probabilities [B, 95, S, S]: (hard, soft).
 
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, soft: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(soft).scatter_(-1, soft.argmax(dim=-1, keepdim=True), 1.0)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
-        return grad
-
-
-def gumbel_softmax_st(logp: torch.Tensor, tau: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Straight-through Gumbel-softmax sample over dim 1: exact one-hot forward, soft gradient backward.
-
-    Works on a characters-last view, which is contiguous for the VAE's channels-last output.
+    soft = softmax((logp + g) / tau) over the characters, [B, S, S, 95] (characters last,
+    contiguous for the VAE's channels-last output), is what gradients flow through;
+    hard = its argmax [B, S, S], the sampled codes (the argmax of logp + g: tau does not
+    change it).
     """
     cells = logp.float().movedim(1, -1)
-    # Gumbel(0, 1) noise -log(-log(U)), then (x + noise) / tau, in place: this tensor is the largest
-    # one here, and on a CPU every allocation and pass over it shows in the step time.
-    noise = torch.empty_like(cells).uniform_(generator=generator).log_().neg_().log_().neg_()
-    soft = F.softmax(noise.add_(cells).div_(tau), dim=-1)
-    return _StraightThrough.apply(soft).movedim(-1, 1)
+    # Gumbel(0, 1) noise g = -log(-log(U)), then (x + g) / tau, in place: this tensor is the largest one
+    # here, and every allocation and pass over it shows in the step time. (x + g) / tau is computed as
+    # (log(-log(U)) - x) / -tau, which rounds to the same bits and saves a negation pass.
+    minus_g = torch.empty_like(cells).uniform_(generator=generator).log_().neg_().log_()
+    soft = F.softmax(minus_g.sub_(cells).div_(-tau), dim=-1)
+    return soft.argmax(dim=-1), soft
 
 
 def image_loss(renderer: Renderer, codes: torch.Tensor, logp: torch.Tensor, tau: float,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """MSE between the rendered input (as one-hot) and the rendered Gumbel sample of the decoder."""
+    """MSE between the rendered input and the rendered straight-through Gumbel sample of the decoder.
+
+    Both images are of code grids: for the continuous renderer two gathers from the glyph atlas,
+    with no 95-channel one-hot (Renderer.straight_through).
+    """
     if not renderer.differentiable:
         raise ValueError(f"the image loss needs a differentiable renderer, got {type(renderer).__name__}")
     with torch.no_grad():
         target = renderer.from_codes(codes)
-    return F.mse_loss(renderer(gumbel_softmax_st(logp, tau, generator)).float(), target.float())
+    return F.mse_loss(renderer.straight_through(*gumbel_sample(logp, tau, generator)).float(), target.float())
 
 
 def compute_losses(model_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], codes: torch.Tensor, *,
@@ -139,15 +145,21 @@ def reconstruction_sums(logp: torch.Tensor, codes: torch.Tensor) -> dict[str, to
     right = pred == codes
     inked = codes != SPACE
     collapsed = (pred == SPACE).flatten(1).all(dim=1) & inked.flatten(1).any(dim=1)
-
-    def pair(num: torch.Tensor, den: torch.Tensor | int) -> torch.Tensor:
-        return torch.stack([num.double(), torch.as_tensor(den, dtype=torch.float64, device=num.device)])
-
     return {
-        "char_acc": pair(right.sum(), right.numel()),
-        "nonspace_acc": pair((right & inked).sum(), inked.sum()),
-        "space_collapse": pair(collapsed.sum(), len(codes)),
+        "char_acc": metric_pair(right.sum(), right.numel()),
+        "nonspace_acc": metric_pair((right & inked).sum(), inked.sum()),
+        "space_collapse": metric_pair(collapsed.sum(), len(codes)),
     }
+
+
+def metric_pair(total: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
+    """A metric's [sum, count] as float64 on the device of `total`.
+
+    A Python `count` is filled in on the device, not copied there from the host:
+    a host-to-device copy of a Python number makes the step wait for the GPU.
+    """
+    count = count.double() if isinstance(count, torch.Tensor) else total.new_full((), count, dtype=torch.float64)
+    return torch.stack([total.double(), count])
 
 
 def reconstruction_metrics(logp: torch.Tensor, codes: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from asciiray import storage
@@ -31,16 +32,57 @@ FONT_PATH = Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSansMono.ttf"
 _SUPERSAMPLE = 8
 
 
-def one_hot(codes: torch.Tensor) -> torch.Tensor:
-    """float32 one-hot [B, 95, S, S] of integer code grids [B, S, S], made on their device (the VAE's input).
+def one_hot(codes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One-hot [B, 95, S, S] of integer code grids [B, S, S], made on their device (the VAE's input).
 
     Same values and (channels-last) strides as
-    F.one_hot(codes.long(), 95).permute(0, 3, 1, 2).float(), without the int64
+    F.one_hot(codes.long(), 95).permute(0, 3, 1, 2).to(dtype), without the int64
     intermediate; the layout lets every 95-channel tensor downstream keep the
-    characters contiguous.
+    characters contiguous. Made in the dtype its consumer computes in (0 and 1
+    are exact in every float type), so autocast need not cast a float32 copy.
     """
-    out = torch.zeros(*codes.shape, NUM_CHARS, device=codes.device)
+    out = torch.zeros(*codes.shape, NUM_CHARS, device=codes.device, dtype=dtype)
     return out.scatter_(-1, codes.long().unsqueeze(-1), 1.0).permute(0, 3, 1, 2)
+
+
+class _OneHotStraightThrough(torch.autograd.Function):
+    """Forward: the one-hot of `codes` in the dtype and layout of `soft` [..., 95].
+    Backward: the gradient goes to `soft` unchanged (the straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, codes: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(soft).scatter_(-1, codes.long().unsqueeze(-1), 1.0)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, grad
+
+
+def straight_through_one_hot(codes: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """The one-hot [..., 95] of `codes` [...], whose gradient flows to `soft` [..., 95] unchanged."""
+    return _OneHotStraightThrough.apply(codes, soft)
+
+
+class _GlyphsStraightThrough(torch.autograd.Function):
+    """Forward: the glyphs of `codes`, i.e. render_probs of their one-hot, by a gather.
+    Backward: render_probs's gradient, sent to `soft` [B, S, S, 95]; render_probs is
+    linear, so its gradient is the same at the one-hot as anywhere else."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, codes: torch.Tensor, soft: torch.Tensor,
+                atlas: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(atlas)
+        return render_codes(codes, atlas)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:
+        (atlas,) = ctx.saved_tensors
+        c, r = atlas.shape[0], atlas.shape[-1]
+        b, s = grad.shape[0], grad.shape[1] // r
+        with torch.autocast(device_type=grad.device.type, enabled=False):
+            tiles = grad.float().reshape(b, s, r, s, r).permute(0, 1, 3, 2, 4).reshape(-1, r * r)
+            probs = tiles @ atlas.to(grad.device, torch.float32).reshape(c, r * r).t()
+        return None, probs.reshape(b, s, s, c), None
 
 
 @functools.lru_cache(maxsize=None)
@@ -77,8 +119,8 @@ def render_codes(codes: torch.Tensor, atlas: torch.Tensor) -> torch.Tensor:
     """Images [B, S*r, S*r] of code grids [B, S, S]: each cell gets its glyph."""
     b, s, _ = codes.shape
     r = atlas.shape[-1]
-    tiles = atlas.to(codes.device)[codes.long()]  # [B, S, S, r, r]
-    return tiles.permute(0, 1, 3, 2, 4).reshape(b, s * r, s * r)
+    tiles = F.embedding(codes.long(), atlas.to(codes.device).flatten(1))  # [B, S, S, r * r]: a row lookup
+    return tiles.reshape(b, s, s, r, r).permute(0, 1, 3, 2, 4).reshape(b, s * r, s * r)
 
 
 def render_probs(probs: torch.Tensor, atlas: torch.Tensor) -> torch.Tensor:
@@ -119,6 +161,11 @@ class Renderer(torch.nn.Module):
         """The image of integer code grids [B, S, S]: forward of their one-hot."""
         return self(one_hot(codes))
 
+    def straight_through(self, codes: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        """The image of a sample: that of one-hot `codes` [B, S, S] forward, and backward the
+        gradient of the image of `soft` [B, S, S, 95] (characters last) at that one-hot."""
+        return self(straight_through_one_hot(codes, soft).movedim(-1, 1))
+
 
 class _AtlasRenderer(Renderer):
     """A renderer whose image of a one-hot grid is its glyphs, so code grids need no one-hot."""
@@ -145,6 +192,11 @@ class ContinuousRenderer(_AtlasRenderer):
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         self._check(probs)
         return render_probs(probs, self.atlas)
+
+    def straight_through(self, codes: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        """As Renderer.straight_through, without a one-hot: a gather forward, a matmul backward."""
+        self._check(soft.movedim(-1, 1))
+        return _GlyphsStraightThrough.apply(codes, soft, self.atlas)
 
 
 # The renderers drawn from the glyph atlas, by name; asciiray.models.make_renderer adds trained ones (neural:...).

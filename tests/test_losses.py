@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 from asciiray.charset import NUM_CHARS, SPACE
 from asciiray.errors import UserError
-from asciiray.losses import (ce_loss, char_weights, compute_losses, gumbel_softmax_st, gumbel_tau, image_loss,
+from asciiray.losses import (ce_loss, char_weights, compute_losses, gumbel_sample, gumbel_tau, image_loss,
                              kl_loss, random_roll, reconstruction_metrics, reconstruction_sums)
-from asciiray.models import VAE, get_preset, one_hot
-from asciiray.models import make_renderer
+from asciiray.models import VAE, NeuralRenderer, get_preset, get_renderer_preset, make_renderer, one_hot
+from asciiray.render import straight_through_one_hot
 
 
 def perfect_logp(codes: torch.Tensor) -> torch.Tensor:
@@ -61,14 +61,34 @@ def test_ce_matches_cross_entropy_of_logits():
     assert ce_loss(uniform, codes).item() == pytest.approx(math.log(NUM_CHARS), rel=1e-5)
 
 
-def test_ce_is_the_same_in_both_layouts():
+def reference_ce(logp: torch.Tensor, codes: torch.Tensor, weight: torch.Tensor | None,
+                 smoothing: float) -> torch.Tensor:
+    """The cross entropy as ce_loss computed it before issue 13: F.nll_loss / F.cross_entropy on one row per cell."""
+    rows, targets = logp.permute(0, 2, 3, 1).reshape(-1, NUM_CHARS), codes.long().reshape(-1)
+    if smoothing:
+        return F.cross_entropy(rows, targets, weight=weight, label_smoothing=smoothing)
+    return F.nll_loss(rows, targets, weight=weight)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["contiguous", "channels_last"])
+def test_ce_equals_nll_loss_and_cross_entropy(layout, weighted, smoothing):
+    """Value and gradient (to the logits) match the reference to 1e-6, in both memory layouts."""
     torch.manual_seed(0)
-    codes = random_codes()
-    logp = torch.log_softmax(torch.randn(4, NUM_CHARS, 8, 8), 1)
-    channels_last = logp.contiguous(memory_format=torch.channels_last)
-    weight = char_weights(torch.rand(NUM_CHARS), 1.0, 3.0)
-    for smoothing in (0.0, 0.2):
-        assert torch.allclose(ce_loss(channels_last, codes, weight, smoothing), ce_loss(logp, codes, weight, smoothing))
+    codes = random_codes(8, 16)
+    logits = (3 * torch.randn(8, NUM_CHARS, 16, 16)).contiguous(memory_format=layout)
+    weight = char_weights(torch.rand(NUM_CHARS), 2.0, 5.0) if weighted else None
+    values, grads = [], []
+    for ce in (ce_loss, reference_ce):
+        x = logits.clone().requires_grad_()
+        loss = ce(torch.log_softmax(x, 1), codes, weight, smoothing)
+        loss.backward()
+        values.append(loss)
+        grads.append(x.grad)
+    torch.testing.assert_close(values[0], values[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-6)
+    assert grads[0].abs().max() > 1e-5, "the gradient is not trivially zero"
 
 
 def test_ce_is_fp32_for_bf16_input():
@@ -94,14 +114,15 @@ def test_gumbel_tau_schedule():
     assert gumbel_tau(5, 0.0) == 1.0
 
 
-def test_straight_through_gumbel_is_one_hot_with_gradient():
+def test_gumbel_sample_is_the_argmax_of_its_soft_part_and_one_hot_with_gradient():
     torch.manual_seed(0)
     logits = torch.randn(2, NUM_CHARS, 4, 4, requires_grad=True)
-    logp = torch.log_softmax(logits, 1)
-    sample = gumbel_softmax_st(logp, 0.7, generator=torch.Generator().manual_seed(3))
-    assert sample.shape == logp.shape
-    assert torch.equal(sample.detach().sum(1), torch.ones(2, 4, 4))
-    assert set(sample.detach().unique().tolist()) <= {0.0, 1.0}
+    hard, soft = gumbel_sample(torch.log_softmax(logits, 1), 0.7, generator=torch.Generator().manual_seed(3))
+    assert hard.shape == (2, 4, 4) and soft.shape == (2, 4, 4, NUM_CHARS)
+    assert torch.allclose(soft.detach().sum(-1), torch.ones(2, 4, 4))
+    assert torch.equal(hard, soft.detach().argmax(-1))
+    sample = straight_through_one_hot(hard, soft)
+    assert torch.equal(sample.detach(), F.one_hot(hard, NUM_CHARS).float())
     (sample * torch.randn_like(sample)).sum().backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
 
@@ -109,8 +130,8 @@ def test_straight_through_gumbel_is_one_hot_with_gradient():
 def test_gumbel_samples_follow_the_distribution():
     probs = torch.tensor([0.7, 0.2, 0.1] + [0.0] * (NUM_CHARS - 3))
     logp = probs.clamp(min=1e-12).log().view(1, NUM_CHARS, 1, 1).expand(4000, -1, -1, -1)
-    sample = gumbel_softmax_st(logp, 1.0, generator=torch.Generator().manual_seed(0))
-    freq = sample.mean((0, 2, 3))[:3]
+    hard, _ = gumbel_sample(logp, 1.0, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(hard.flatten(), minlength=NUM_CHARS)[:3] / hard.numel()
     assert torch.allclose(freq, probs[:3], atol=0.03)
 
 
@@ -125,6 +146,60 @@ def test_image_loss():
     assert logits.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="differentiable"):
         image_loss(make_renderer("discrete", 4), codes, perfect_logp(codes), 1.0)
+
+
+class _ReferenceStraightThrough(torch.autograd.Function):
+    """The straight-through one-hot as losses.py had it before issue 13."""
+
+    @staticmethod
+    def forward(ctx, soft):
+        return torch.zeros_like(soft).scatter_(-1, soft.argmax(dim=-1, keepdim=True), 1.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def reference_image_loss(renderer, codes, logp, tau, generator):
+    """image_loss before issue 13: the renderer's forward of a float32 one-hot of the Gumbel sample."""
+    cells = logp.float().movedim(1, -1)
+    noise = torch.empty_like(cells).uniform_(generator=generator).log_().neg_().log_().neg_()
+    soft = F.softmax(noise.add_(cells).div_(tau), dim=-1)
+    sample = _ReferenceStraightThrough.apply(soft).movedim(-1, 1)
+    with torch.no_grad():
+        target = renderer(one_hot(codes))
+    return renderer(sample).float(), F.mse_loss(renderer(sample).float(), target.float())
+
+
+@pytest.mark.parametrize("kind", ["continuous", "neural"])
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_image_loss_equals_the_unfused_reference(kind, tau):
+    """Same noise, same sample image, same loss, same gradient to the logits as the unfused path (1e-6)."""
+    torch.manual_seed(0)
+    renderer = (make_renderer("continuous", 4) if kind == "continuous"
+                else NeuralRenderer(get_renderer_preset("tiny")).requires_grad_(False))
+    r = renderer.font_res
+    codes = random_codes(3, 12)
+    logits = torch.randn(3, NUM_CHARS, 12, 12).contiguous(memory_format=torch.channels_last)
+    results = []
+    for fused in (True, False):
+        x = logits.clone().requires_grad_()
+        logp = torch.log_softmax(x, 1)
+        generator = torch.Generator().manual_seed(7)
+        if fused:
+            image = renderer.straight_through(*gumbel_sample(logp, tau, torch.Generator().manual_seed(7)))
+            loss = image_loss(renderer, codes, logp, tau, generator)
+        else:
+            image, loss = reference_image_loss(renderer, codes, logp, tau, generator)
+        loss.backward()
+        results.append((image.detach(), loss.detach(), x.grad))
+    (image, loss, grad), (ref_image, ref_loss, ref_grad) = results
+    assert image.shape == (3, 12 * r, 12 * r)
+    torch.testing.assert_close(image, ref_image, rtol=0, atol=1e-6)
+    torch.testing.assert_close(loss, ref_loss, rtol=0, atol=1e-6)
+    scale = ref_grad.abs().max()
+    assert scale > 0, "the gradient is not trivially zero"
+    torch.testing.assert_close(grad / scale, ref_grad / scale, rtol=0, atol=1e-6)
 
 
 def test_compute_losses_combines_the_terms():

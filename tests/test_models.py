@@ -94,6 +94,19 @@ def test_one_hot_matches_torch():
     expected = torch.nn.functional.one_hot(codes.long(), NUM_CHARS).permute(0, 3, 1, 2).float()
     assert torch.equal(one_hot(codes), expected)
     assert one_hot(codes).stride() == expected.stride()
+    assert torch.equal(one_hot(codes, torch.bfloat16), expected.bfloat16())
+
+
+def test_autocast_encoder_input_is_made_in_the_autocast_dtype_with_the_same_result():
+    """The bf16 one-hot the encoder makes under autocast gives what a float32 one-hot cast by autocast gave."""
+    cfg = get_preset("tiny")
+    model = VAE(cfg).eval()
+    codes = codes_for(cfg, 2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(model.encoder(one_hot(codes)), model.encoder(one_hot(codes, torch.bfloat16)))
+        mu, logvar = model.encode(codes)
+        h = model.encoder(one_hot(codes))
+        assert torch.equal(mu, model.mu(h).float())
 
 
 def test_log_softmax_chars_in_both_layouts():
@@ -103,6 +116,9 @@ def test_log_softmax_chars_in_both_layouts():
     channels_last = logits.contiguous(memory_format=torch.channels_last)
     out = log_softmax_chars(channels_last)
     assert torch.allclose(out, expected) and out.is_contiguous(memory_format=torch.channels_last)
+    for bf16 in (logits.bfloat16(), channels_last.bfloat16()):  # fp32 out, the same as from an fp32 copy
+        out = log_softmax_chars(bf16)
+        assert out.dtype == torch.float32 and torch.equal(out, log_softmax_chars(bf16.float()))
 
 
 def test_embedding_input_equals_a_1x1_conv_on_the_one_hot():

@@ -99,10 +99,14 @@ def get_preset(name: str, **overrides: object) -> VAEConfig:
 
 
 def log_softmax_chars(logits: torch.Tensor) -> torch.Tensor:
-    """log_softmax over the 95 characters (dim 1) without copying channels-last logits."""
+    """fp32 log_softmax over the 95 characters (dim 1) of logits of any float dtype.
+
+    Without copying channels-last logits, and without an fp32 copy of bf16 ones:
+    the kernel reads them as they are and computes in fp32.
+    """
     if logits.is_contiguous():
-        return F.log_softmax(logits, dim=1)
-    return F.log_softmax(logits.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
+        return F.log_softmax(logits, dim=1, dtype=torch.float32)
+    return F.log_softmax(logits.permute(0, 2, 3, 1), dim=-1, dtype=torch.float32).permute(0, 3, 1, 2)
 
 
 class VAE(nn.Module):
@@ -151,7 +155,11 @@ class VAE(nn.Module):
     def encode(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, clamped log-variance) [B, z], fp32, of integer code grids [B, S, S]."""
         self._check(codes)
-        x = one_hot(codes) if self.embed is None else self.embed(codes.long()).permute(0, 3, 1, 2)
+        if self.embed is None:  # the one-hot is made in the dtype the first conv runs in (no cast pass)
+            device = codes.device.type
+            x = one_hot(codes, torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32)
+        else:
+            x = self.embed(codes.long()).permute(0, 3, 1, 2)
         h = self.encoder(x)
         logvar = self.logvar(h).float().clamp(self.cfg.logvar_min, self.cfg.logvar_max)
         return self.mu(h).float(), logvar
@@ -173,7 +181,7 @@ class VAE(nn.Module):
         """(fp32 log-probabilities [B, 95, S, S], mu, logvar); eval mode decodes z = mu."""
         mu, logvar = self.encode(codes)
         z = self.reparameterize(mu, logvar) if self.training else mu
-        return log_softmax_chars(self.decode(z).float()), mu, logvar
+        return log_softmax_chars(self.decode(z)), mu, logvar
 
     @torch.no_grad()
     def sample(self, n: int, device: torch.device | str | None = None,
@@ -181,7 +189,7 @@ class VAE(nn.Module):
         """fp32 log-probabilities [n, 95, S, S] decoded from z ~ N(0, I); call in eval mode."""
         device = device if device is not None else next(self.parameters()).device
         z = torch.randn(n, self.cfg.z_dim, device=device, generator=generator)
-        return log_softmax_chars(self.decode(z).float())
+        return log_softmax_chars(self.decode(z))
 
 
 def count_parameters(model: nn.Module) -> int:

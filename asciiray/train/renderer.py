@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from asciiray import config
 from asciiray.charset import NUM_CHARS, SPACE
+from asciiray.losses import metric_pair
 from asciiray.models import NeuralRenderer, RendererConfig, get_renderer_preset, one_hot
 from asciiray.render import glyph_atlas, render_codes, render_probs
 from asciiray.train.job import Job
@@ -113,7 +114,7 @@ def image_errors(image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
 
 
 def _pair(values: torch.Tensor) -> torch.Tensor:
-    return torch.stack([values.double().sum(), values.new_tensor(values.numel(), dtype=torch.float64)])
+    return metric_pair(values.double().sum(), values.numel())
 
 
 class RendererTask(Task):

@@ -53,7 +53,7 @@ class VAETask(Task):
             yield codes
 
     def step(self, model: torch.nn.Module, codes: torch.Tensor, epoch: int):
-        from asciiray.losses import compute_losses, gumbel_tau, reconstruction_sums
+        from asciiray.losses import compute_losses, gumbel_tau, metric_pair, reconstruction_sums
 
         loss = self.cfg.loss
         logp, mu, logvar = model(codes)
@@ -62,8 +62,7 @@ class VAETask(Task):
                                tau=gumbel_tau(epoch, loss.gumbel_tau_r), kl_coeff=loss.kl_coeff,
                                ce_recon_loss_scale=loss.ce_recon_loss_scale,
                                image_recon_loss_coeff=loss.image_recon_loss_coeff)
-        n = codes.new_tensor(len(codes), dtype=torch.float64)
-        stats = {k: torch.stack([v.detach().double() * n, n]) for k, v in terms.items()}
+        stats = {k: metric_pair(v.detach().double() * len(codes), len(codes)) for k, v in terms.items()}
         stats.update(reconstruction_sums(logp.detach(), codes))
         return terms["loss"], stats
 
