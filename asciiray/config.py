@@ -46,7 +46,7 @@ class Section:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            tp = _base_type(hints[f.name])
+            tp = value_type(hints[f.name])
             value = getattr(self, f.name)
             if typing.get_origin(tp) is typing.Literal and value not in typing.get_args(tp) and not (
                     value is None and tp is not hints[f.name]):
@@ -67,7 +67,7 @@ def flag_name(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def _base_type(tp: Any) -> Any:
+def value_type(tp: Any) -> Any:
     """`int | None` -> int; a Literal stays a Literal."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -107,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
               for i, name in enumerate(f.name for f in dataclasses.fields(cls)) if name in parts}
     for name, (path, f, hint) in leaves(cls).items():
         target = groups.get(path.split(".")[0], parser) if "." in path else parser
-        tp = _base_type(hint)
+        tp = value_type(hint)
         meta = f.metadata
         default = _default(f)
         text = meta.get("help", "")
@@ -201,7 +201,7 @@ def _construct(cls: type[T], kwargs: dict[str, Any], source: str) -> T:
 
 def _coerce(name: str, value: Any, hint: Any, meta: Any, source: str) -> Any:
     """`value` as the field's type; `name` is how the error names the key (a flag, or 'section.key')."""
-    tp = _base_type(hint)
+    tp = value_type(hint)
     optional = tp is not hint
     where = "" if source == "flags" else f"{source}: "
     if value is None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: one real S3 server (moto server mode) and one local Ray per session.
+"""Shared fixtures and helpers: one real S3 server (moto server mode) and one local Ray per session,
+and the tiny corpora the training tests build.
 
 The S3 server starts first and its address goes into the standard AWS
 variables, so Ray's workers (started afterwards) inherit them and reach the
@@ -15,6 +16,7 @@ import time
 import urllib.request
 import uuid
 
+import numpy as np
 import pytest
 
 # Tests that use any of these fixtures start Ray, a cluster or an S3 server: they are integration tests.
@@ -26,6 +28,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+def make_pieces(n: int, seed: int = 0) -> list[str]:
+    """Distinct small pieces with structure a tiny VAE can learn: framed words and ramps."""
+    rng = np.random.default_rng(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pieces = set()
+    while len(pieces) < n:
+        w = "".join(rng.choice(list(letters), size=rng.integers(3, 9)))
+        border = rng.choice(list("#*=+-"))
+        line = border * (len(w) + 4)
+        pieces.add("\n".join([line, f"{border} {w} {border}", line]))
+    return sorted(pieces)
+
+
+def write_corpus(out, texts: list[str]) -> str:
+    """A corpus of `texts` (in three categories) built into the directory `out`; returns its path."""
+    from asciiray.corpus import CorpusBuilder
+
+    builder = CorpusBuilder()
+    for i, text in enumerate(texts):
+        builder.add(text, ["test", str(i % 3)], "files")
+    builder.write(str(out))
+    return str(out)
 
 
 def free_port() -> int:

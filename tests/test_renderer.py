@@ -20,19 +20,12 @@ from asciiray.render import glyph_atlas, render_codes
 from asciiray.train import checkpoint
 from asciiray.models import make_renderer
 from asciiray.train.renderer import image_errors, perturb, random_codes, target_image
-from tests.test_train import make_pieces
+from tests.conftest import make_pieces, write_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory) -> str:
-    from asciiray.corpus import CorpusBuilder
-
-    out = tmp_path_factory.mktemp("corpus") / "pieces"
-    builder = CorpusBuilder()
-    for i, text in enumerate(make_pieces(1200, seed=1)):
-        builder.add(text, ["test", str(i % 3)], "files")
-    builder.write(str(out))
-    return str(out)
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "pieces", make_pieces(1200, seed=1))
 
 
 @pytest.fixture(scope="module")

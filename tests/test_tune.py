@@ -1,8 +1,10 @@
-"""`asciiray tune` on the suite's local Ray: ASHA, S3 storage, a failing trial, interrupt + resume, bad specs."""
+"""`asciiray tune`: spec reading (no Ray), and on the suite's local Ray: ASHA, S3 storage, a failing trial,
+interrupt + resume, bad specs."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -15,21 +17,20 @@ import pytest
 import yaml
 
 from asciiray.cli import main
-from tests.test_train import make_pieces
-
-pytestmark = pytest.mark.usefixtures("ray_session")
+from asciiray.tune.spec import RUN_NAME, TRIAL_PREFIX
+from tests.conftest import make_pieces, write_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    from asciiray.corpus import CorpusBuilder
+    return write_corpus(tmp_path_factory.mktemp("tune-corpus") / "tiny", make_pieces(120))
 
-    out = tmp_path_factory.mktemp("tune-corpus") / "tiny"
-    builder = CorpusBuilder()
-    for i, text in enumerate(make_pieces(120)):
-        builder.add(text, ["test", str(i % 3)], "files")
-    builder.write(str(out))
-    return str(out)
+
+@pytest.fixture
+def progress(caplog) -> pytest.LogCaptureFixture:
+    """The experiment's progress lines (logged by its Tune callback on the driver)."""
+    caplog.set_level(logging.INFO, logger="asciiray.tune")
+    return caplog
 
 
 def write_spec(tmp_path: Path, corpus: str, **overrides) -> str:
@@ -73,40 +74,44 @@ def checkpoint_epochs(run_dir: Path) -> dict[str, int]:
     return {r["checkpoint_dir_name"]: r["metrics"]["epoch"] for r in results}
 
 
-def test_asha_experiment_table_and_best_checkpoint(corpus, tmp_path, capsys):
-    from asciiray import storage, tune
+@pytest.mark.integration
+def test_asha_experiment_table_and_best_checkpoint(corpus, tmp_path, ray_session, capsys, progress):
+    from asciiray import storage
     from asciiray.train import checkpoint
+    from asciiray.tune import results
 
-    # The CE scale multiplies most of the loss, so later grid points report worse val/loss: with three trials
-    # at a time, the last one starts when another has ended and meets better results at the first rung,
-    # so ASHA stops it there.
-    spec_path = write_spec(tmp_path, corpus, max_concurrent=3, space={
-        "ce_recon_loss_scale": {"type": "grid", "values": [0.5, 1.0, 2.0, 4.0]},
-        "kl_coeff": {"type": "loguniform", "low": 1e-5, "high": 1e-2},
-        "image_recon_loss_coeff": {"type": "uniform", "low": 0.05, "high": 0.5},
+    # One trial at a time, in grid order. The CE scale multiplies most of the loss, so the second trial's
+    # val/loss at the first rung is far above the first trial's: ASHA stops it there, whatever the timing.
+    spec_path = write_spec(tmp_path, corpus, search="grid", max_concurrent=1, space={
+        "loss.ce_recon_loss_scale": {"type": "grid", "values": [0.5, 4.0]},
+        "kl_coeff": {"type": "choice", "values": [1e-4]},
     })
     assert main(["tune", spec_path]) == 0
     out = capsys.readouterr().out
     assert "stopped early" in out and "best val/loss" in out
+    assert "stopped early after 1 epoch(s)" in progress.text and "finished after 3 epoch(s)" in progress.text
 
     exp_uri = str(tmp_path / "runs" / "exp")
-    experiment = tune.read(exp_uri)
-    rows = {t.trial_id: t for t in experiment.trials}
-    assert len(rows) == 4
-    assert {t.status for t in rows.values()} <= {"done", "stopped early"}
-    assert any(t.status == "stopped early" for t in rows.values())
-    assert any(t.status == "done" and t.epochs == 3 for t in rows.values())
+    experiment = results.read(exp_uri)
+    rows = {t.params["loss.ce_recon_loss_scale"]: t for t in experiment.trials}
+    assert {k: (t.status, t.epochs) for k, t in rows.items()} == {0.5: ("done", 3), 4.0: ("stopped early", 1)}
+    assert all(t.params == {"loss.ce_recon_loss_scale": k, "loss.kl_coeff": 1e-4} for k, t in rows.items())
     for t in rows.values():
-        run_uri = storage.join(exp_uri, f"trial_{t.trial_id}", tune.RUN_NAME)
+        run_uri = storage.join(exp_uri, f"{TRIAL_PREFIX}{t.trial_id}", RUN_NAME)
         history = own_history(run_uri)[:t.epochs]
         assert [h["epoch"] for h in history] == list(range(1, t.epochs + 1))
         assert t.best == pytest.approx(min(h["val/loss"] for h in history))
         assert list(experiment.frames[t.trial_id]["val/loss"]) == pytest.approx([h["val/loss"] for h in history])
         assert list(Path(run_uri, "tensorboard").glob("events.out.tfevents*")), "per-trial TensorBoard events"
+        with checkpoint.opened(run_uri) as d:
+            stored = checkpoint.load_meta(d)["config"]
+        assert stored["loss"]["ce_recon_loss_scale"] == t.params["loss.ce_recon_loss_scale"], "the trial's value"
+        assert stored["loss"]["kl_coeff"] == 1e-4 and stored["model"]["preset"] == "tiny", "over the base"
 
     best = experiment.best
-    assert best.best == min(t.best for t in rows.values())
-    assert best.checkpoint.startswith(storage.join(exp_uri, f"trial_{best.trial_id}", tune.RUN_NAME, "checkpoint_"))
+    assert best is rows[0.5] and best.best < rows[4.0].best
+    assert best.checkpoint.startswith(storage.join(exp_uri, f"{TRIAL_PREFIX}{best.trial_id}", RUN_NAME,
+                                                   "checkpoint_"))
     with checkpoint.opened(best.checkpoint) as d:
         assert checkpoint.load_meta(d)["metrics"]["val/loss"] == pytest.approx(best.best)
     assert f"best checkpoint: {best.checkpoint}" in out
@@ -116,22 +121,25 @@ def test_asha_experiment_table_and_best_checkpoint(corpus, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "best val/loss" in out and "stopped early" in out and f"best checkpoint: {best.checkpoint}" in out
     lines = csv.read_text().splitlines()
-    assert lines[0].startswith("trial_id,status,config/")
+    assert lines[0].startswith("trial_id,status,config/loss.")
     assert len(lines) == 1 + sum(t.epochs for t in rows.values())
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_s3_experiment_with_a_diverging_trial(corpus, tmp_path, s3_bucket, capsys):
+@pytest.mark.integration
+def test_s3_experiment_with_a_diverging_trial(corpus, tmp_path, ray_session, s3_bucket, capsys):
     import boto3
 
-    from asciiray import tune
+    from asciiray.tune import results
 
     # One trial's learning rate is absurd: its loss goes non-finite at once and its run stops itself.
+    # The base is given by section, as a --config file may be.
     spec_path = write_spec(tmp_path, corpus, storage_path=f"s3://{s3_bucket}/tune", search="grid",
                            scheduler="none", max_concurrent=2,
-                           base={"preset": "tiny", "corpus": corpus, "n_epochs": 2, "batch_size": 8,
-                                 "font_res": 2, "threads": 1, "grad_clip": 0.0, "max_nonfinite_steps": 2},
-                           space={"learning_rate": {"type": "grid", "values": [1e-3, 1e30]}})
+                           base={"model": {"preset": "tiny"}, "data": {"corpus": corpus, "batch_size": 8},
+                                 "optim": {"n_epochs": 2, "grad_clip": 0.0, "max_nonfinite_steps": 2},
+                                 "loss": {"font_res": 2}, "resources": {"threads": 1}},
+                           space={"optim.learning_rate": {"type": "grid", "values": [1e-3, 1e30]}})
     assert main(["tune", spec_path]) == 0
     capsys.readouterr()
 
@@ -140,7 +148,7 @@ def test_s3_experiment_with_a_diverging_trial(corpus, tmp_path, s3_bucket, capsy
     out = capsys.readouterr().out
     assert "non-finite" in out and f"best checkpoint: {exp_uri}/trial_" in out
 
-    rows = {t.params["learning_rate"]: t for t in tune.read(exp_uri).trials}
+    rows = {t.params["optim.learning_rate"]: t for t in results.read(exp_uri).trials}
     good, bad = rows[1e-3], rows[1e30]
     assert (good.status, good.epochs) == ("done", 2)
     assert bad.status == "failed" and "non-finite" in bad.reason
@@ -153,8 +161,9 @@ def test_s3_experiment_with_a_diverging_trial(corpus, tmp_path, s3_bucket, capsy
     assert not (tmp_path / "runs").exists()
 
 
-def test_interrupted_experiment_resumes(corpus, tmp_path, ray_session, capsys):
-    from asciiray import tune
+@pytest.mark.integration
+def test_interrupted_experiment_resumes(corpus, tmp_path, ray_session, capsys, progress):
+    from asciiray.tune import results
 
     # Two trials one after another; the driver is killed once the second trial has a checkpoint.
     # Epochs of the tiny preset take a fraction of a second: several of them leave the second
@@ -169,13 +178,16 @@ def test_interrupted_experiment_resumes(corpus, tmp_path, ray_session, capsys):
     with open(tmp_path / "driver.log", "w") as log:
         driver = subprocess.Popen([sys.executable, "-m", "asciiray", "tune", spec_path], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while sum(len(checkpoint_epochs(d / "train")) > 0 for d in exp.glob("trial_*")) < 2:
-        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-        assert time.time() < deadline, "no second trial checkpointed in time"
-        time.sleep(0.2)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+    # A guard against a hang, not a timing: on a loaded machine a trial's workers take minutes to start.
+    deadline = time.time() + 900
+    try:
+        while sum(len(checkpoint_epochs(d / "train")) > 0 for d in exp.glob("trial_*")) < 2:
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            assert time.time() < deadline, "no second trial checkpointed in time"
+            time.sleep(0.2)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
     before = {d.name: checkpoint_epochs(d / "train") for d in exp.glob("trial_*")}
     done, started = sorted(before.values(), key=len, reverse=True)
     assert sorted(done.values()) == list(range(1, epochs + 1)), "one trial done"
@@ -183,9 +195,10 @@ def test_interrupted_experiment_resumes(corpus, tmp_path, ray_session, capsys):
         "one trial started, not finished"
 
     assert main(["tune", spec_path, "--resume"]) == 0
-    out = capsys.readouterr().out
-    assert re.search(r"epoch \d+: val/loss", out) and "best val/loss" in out, "progress is shown after a resume too"
-    experiment = tune.read(str(exp))
+    assert "best val/loss" in capsys.readouterr().out
+    # Only the callbacks Tune restores from the experiment report progress on resume.
+    assert re.search(r"epoch \d+: val/loss", progress.text), "progress is shown after a resume too"
+    experiment = results.read(str(exp))
     assert [(t.status, t.epochs) for t in experiment.trials] == [("done", epochs), ("done", epochs)]
     after = {d.name: checkpoint_epochs(d / "train") for d in exp.glob("trial_*")}
     for name, ckpts in before.items():
@@ -201,19 +214,58 @@ BASE = {"preset": "tiny", "n_epochs": 2}
 GOOD_SPACE = {"kl_coeff": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize("base, space", [
+    ({"preset": "tiny", "n_epochs": 2, "corpus": "corpus", "renderer": "neural:font"},
+     {"kl_coeff": GOOD_SPACE["kl_coeff"], "space_deemph": {"type": "choice", "values": [1, 2]}}),
+    ({"model.preset": "tiny", "optim.n_epochs": 2, "data.corpus": "corpus", "loss.renderer": "neural:font"},
+     {"loss.kl_coeff": GOOD_SPACE["kl_coeff"], "loss.space_deemph": {"type": "choice", "values": [1.0, 2.0]}}),
+    ({"model": {"preset": "tiny"}, "optim": {"n_epochs": 2}, "data": {"corpus": "corpus"},
+      "loss": {"renderer": "neural:font"}},
+     {"loss.kl_coeff": GOOD_SPACE["kl_coeff"], "space-deemph": {"type": "choice", "values": [1, 2.0]}}),
+])
+def test_spec_keys_flat_dotted_or_by_section(base, space, tmp_path, monkeypatch):
+    from asciiray import config
+    from asciiray.train.options import TrainConfig
+    from asciiray.tune.spec import load_spec, spec_from_dict
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": base, "space": space, "resources": {"cpus_per_worker": 0.5}}))
+    spec = load_spec(str(path))
+    assert spec.name == "s" and spec.storage_path == str(tmp_path / "runs")
+    assert list(spec.space) == ["loss.kl_coeff", "loss.space_deemph"]
+    assert spec.space["loss.space_deemph"].values == (1.0, 2.0)
+    assert isinstance(spec.base, TrainConfig)
+    assert spec.base == config.build(TrainConfig, {
+        "preset": "tiny", "n_epochs": 2, "corpus": str(tmp_path / "corpus"),
+        "renderer": f"neural:{tmp_path / 'font'}", "cpus_per_worker": 0.5, "use_gpu": False})
+    assert spec_from_dict(spec.to_dict(), source="stored", default_name="x") == spec, "stored spec reads back"
+
+
+BAD_SPECS = [
     ({"schedular": "asha"}, "unknown key 'schedular'"),
     ({"base": {**BASE, "kl_coef": 0.1}}, "unknown key 'kl_coef'"),
     ({"base": {**BASE, "storage_path": "/tmp"}}, "set by the experiment"),
+    ({"base": {**BASE, "resources": {"num_workers": 2}}}, "set by the experiment"),
+    ({"base": {**BASE, "loss": {"kl_coeff": 0.1}}}, "both in base and in space"),
     ({"space": {"kl_coef": GOOD_SPACE["kl_coeff"]}}, "'kl_coef' is not a training option"),
+    ({"space": {"kl_coeff": GOOD_SPACE["kl_coeff"], "loss.kl_coeff": GOOD_SPACE["kl_coeff"]}}, "'kl_coeff' and 'loss.kl_coeff' name the same option"),
     ({"space": {"n_epochs": {"type": "randint", "low": 1, "high": 4}}}, "cannot be searched"),
+    ({"space": {"optim.n_epochs": {"type": "randint", "low": 1, "high": 4}}}, "cannot be searched"),
+    ({"space": {"keep_checkpoints": {"type": "choice", "values": [1, 2]}}}, "cannot be searched"),
+    ({"space": {"resources.threads": {"type": "choice", "values": [1, 2]}}}, "cannot be searched"),
     ({"space": {"kl_coeff": {"type": "loguniform", "low": 1e-2, "high": 1e-5}}}, "must be below high"),
     ({"space": {"kl_coeff": {"type": "loguniform", "low": 0.0, "high": 1e-2}}}, "0 < low"),
+    ({"space": {"kl_coeff": {"type": "uniform", "low": -1.0, "high": 1.0}}}, "--kl-coeff -1.0 must be at least 0"),
     ({"space": {"kl_coeff": {"type": "normal", "low": 0.0, "high": 1.0}}}, "type 'normal' is unknown"),
     ({"space": {"batch_size": {"type": "uniform", "low": 8, "high": 64}}}, "use randint or choice"),
-    ({"space": {"preset": {"type": "choice", "values": ["tiny", "huge"]}}}, "preset"),
+    ({"space": {"kl_coeff": {"type": "randint", "low": 0, "high": 4}}}, "use uniform or loguniform"),
+    ({"space": {"precision": {"type": "uniform", "low": 0, "high": 4}}}, "not a number: use choice or grid"),
+    ({"base": {"n_epochs": 2}, "space": {"preset": {"type": "choice", "values": ["tiny", "huge"]}}},
+     "'model.preset' = 'huge' must be one of"),
     ({"space": {}}, "space is empty"),
     ({"metric": "val/accuracy"}, "unknown metric 'val/accuracy'"),
+    ({"metric": "val/ink_ratio"}, "unknown metric 'val/ink_ratio'"),
     ({"mode": "up"}, "mode 'up'"),
     ({"search": "grid"}, "grid needs every space entry"),
     ({"scheduler": "pbt"}, "pbt is not supported"),
@@ -221,7 +273,10 @@ GOOD_SPACE = {"kl_coeff": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}
     ({"num_samples": 0}, "num_samples"),
     ({"resources": {"gpus_per_worker": -1}}, "gpus_per_worker"),
     ({"base": {**BASE, "corpus": "/nonexistent/corpus"}}, "corpus"),
-])
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_SPECS)
 def test_bad_spec_is_rejected_before_any_trial(overrides, message, tmp_path, capsys):
     spec = {"name": "bad", "storage_path": str(tmp_path / "runs"), "base": BASE, "space": GOOD_SPACE, **overrides}
     path = tmp_path / "bad.yaml"

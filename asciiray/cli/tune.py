@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from asciiray.errors import UserError
+
+if TYPE_CHECKING:
+    from asciiray.tune.results import Experiment
 
 USAGE = """asciiray tune SPEC [--resume] [--name NAME] [--storage-path PATH] [--address ADDRESS]
        asciiray tune results PATH [--csv FILE] [--png FILE]"""
@@ -17,10 +21,12 @@ EXAMPLES = """examples:
   asciiray tune results s3://bucket/tune/coefficients --csv trials.csv --png trials.png
   tensorboard --logdir ./runs/smoke                      # every trial's training curves side by side
 
-A spec names the base training options, the search space, the search algorithm,
-the scheduler, the metric, the trials' resources and the storage path: see
-tune/coefficients.yaml. The experiment lives in <storage_path>/<name>; each trial
-is a training run in <experiment>/trial_<id>/train.
+A spec names the base training options (as in a --config file), the search
+space (training options by dotted path, e.g. loss.kl_coeff), the search
+algorithm, the scheduler, the metric, the trials' resources and the storage
+path: see tune/coefficients.yaml. The experiment lives in <storage_path>/<name>;
+each trial is a training run in <experiment>/trial_<id>/train. Progress is
+logged after every trial event.
 """
 
 RUN_ONLY = ("resume", "name", "storage_path", "address")
@@ -70,13 +76,13 @@ def _reject(args: argparse.Namespace, keys: tuple[str, ...], command: str) -> No
 
 
 def run_spec(args: argparse.Namespace) -> int:
-    from asciiray import tune
+    from asciiray.tune.run import run
+    from asciiray.tune.spec import load_spec
 
-    spec = tune.load_spec(args.target, name=args.name, storage_path=args.storage_path)
+    spec = load_spec(args.target, name=args.name, storage_path=args.storage_path)
     print(f"experiment {spec.uri}: {'resuming' if args.resume else 'starting'} {spec.search} search over "
           f"{', '.join(spec.space)}; {spec.metric} ({spec.mode})", flush=True)
-    experiment = tune.run(spec, resume=bool(args.resume), address=args.address,
-                          progress=lambda snapshot: print(snapshot.line(), flush=True))
+    experiment = run(spec, resume=bool(args.resume), address=args.address)
     report(experiment)
     print(f"training curves of every trial: tensorboard --logdir {experiment.uri}")
     if any(t.status in ("unfinished", "pending") for t in experiment.trials):
@@ -87,28 +93,27 @@ def run_spec(args: argparse.Namespace) -> int:
 
 
 def show_results(path: str, csv: str | None, png: str | None) -> int:
-    from asciiray import tune
+    from asciiray.tune import results
 
-    experiment = tune.read(path)
+    experiment = results.read(path)
     report(experiment)
     if csv:
-        tune.to_csv(experiment, csv)
+        results.to_csv(experiment, csv)
         print(f"saved {csv}")
     if png:
-        tune.plot_png(experiment, png)
+        results.plot_png(experiment, png)
         print(f"saved {png}")
     return 0
 
 
-def report(experiment) -> None:
-    from asciiray import tune
+def report(experiment: Experiment) -> None:
+    from asciiray.tune.results import format_params, results_table
 
     print()
-    print(tune.results_table(experiment))
+    print(results_table(experiment))
     best = experiment.best
     if best is None:
         print(f"\nno trial reported {experiment.spec.metric} yet")
         return
-    print(f"\nbest trial {best.trial_id}: {experiment.spec.metric} {best.best:.4f} "
-          f"({tune.format_params(best.params)})")
+    print(f"\nbest trial {best.trial_id}: {experiment.spec.metric} {best.best:.4f} ({format_params(best.params)})")
     print(f"best checkpoint: {best.checkpoint or '(none kept)'}")
