@@ -262,7 +262,7 @@ BAD_SPECS = [
     ({"space": {"kl_coeff": {"type": "randint", "low": 0, "high": 4}}}, "use uniform or loguniform"),
     ({"space": {"precision": {"type": "uniform", "low": 0, "high": 4}}}, "not a number: use choice or grid"),
     ({"base": {"n_epochs": 2}, "space": {"preset": {"type": "choice", "values": ["tiny", "huge"]}}},
-     "'model.preset' = 'huge' must be one of"),
+     "'model.preset' 'huge' is unknown: use one of"),
     ({"space": {}}, "space is empty"),
     ({"metric": "val/accuracy"}, "unknown metric 'val/accuracy'"),
     ({"metric": "val/ink_ratio"}, "unknown metric 'val/ink_ratio'"),
