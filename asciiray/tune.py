@@ -44,7 +44,8 @@ METRICS: dict[str, str] = {
     f"{split}/{name}": mode
     for split in ("val", "train")
     for name, mode in (("loss", "min"), ("ce", "min"), ("kl", "min"), ("image", "min"), ("char_acc", "max"),
-                       ("nonspace_acc", "max"), ("space_collapse", "min"))
+                       ("nonspace_acc", "max"), ("ink_recall", "max"), ("ink_precision", "max"), ("ink_f1", "max"),
+                       ("near_collapse", "min"), ("space_collapse", "min"))
 }
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
 SEARCHES = ("random", "grid", "optuna")

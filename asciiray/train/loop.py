@@ -278,7 +278,8 @@ def report_stop(config: dict[str, Any], epoch: int, rank: int, reason: str) -> N
 
 
 def progress_line(m: dict[str, Any], n_epochs: int) -> str:
-    keys = [k for k in ("loss", "ce", "kl", "image", "char_acc", "nonspace_acc", "space_collapse", "mse", "psnr")
+    keys = [k for k in ("loss", "ce", "kl", "image", "char_acc", "ink_f1", "ink_precision", "ink_recall", "ink_ratio",
+                        "near_collapse", "space_collapse", "mse", "psnr")
             if f"val/{k}" in m]
     train = " ".join(f"{k} {m[f'train/{k}']:.4f}" for k in keys if f"train/{k}" in m)
     val = " ".join(f"{k} {m[f'val/{k}']:.4f}" for k in keys)

@@ -278,3 +278,12 @@ def make_renderer(spec: str, font_res: int, font_zoom: float = 1.0, grid: int | 
         raise UserError(f"renderer {uri} was trained on {cfg.grid}x{cfg.grid} grids, this run's model uses "
                         f"{grid}x{grid}: train a renderer with a preset of that grid")
     return renderer
+
+
+def image_loss_renderer(spec: str, font_res: int, font_zoom: float = 1.0, grid: int | None = None) -> Renderer:
+    """The renderer of a VAE's image loss: `make_renderer`'s, refused unless gradients flow through it."""
+    renderer = make_renderer(spec, font_res, font_zoom, grid)
+    if not renderer.differentiable:
+        raise UserError(f"--renderer {spec} draws only the argmax, which passes no gradient to the image loss: "
+                        f"use continuous or {NEURAL_PREFIX}CHECKPOINT")
+    return renderer

@@ -88,8 +88,12 @@ def corpus_datasets(opts: RunOptions, grid: int) -> tuple[data.CorpusPlan, dict[
 
 
 def launch(train_func: Callable[[dict], None], opts: RunOptions, loop_config: dict[str, Any],
-           datasets: dict[str, Any], callbacks: Sequence[Any] = ()) -> Any:
-    """Run `train_func` on `opts.num_workers` Ray Train workers; return Ray's Result."""
+           datasets: dict[str, Any], callbacks: Sequence[Any] = (),
+           checkpoint_score: tuple[str, str] = ("val/loss", "min")) -> Any:
+    """Run `train_func` on `opts.num_workers` Ray Train workers; return Ray's Result.
+
+    `checkpoint_score` (metric, min|max) ranks the checkpoints --keep-checkpoints keeps.
+    """
     import torch
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -112,8 +116,8 @@ def launch(train_func: Callable[[dict], None], opts: RunOptions, loop_config: di
         run_config=RunConfig(
             name=opts.run_name, storage_path=base, storage_filesystem=fs,
             checkpoint_config=CheckpointConfig(num_to_keep=opts.keep_checkpoints,
-                                               checkpoint_score_attribute="val/loss",
-                                               checkpoint_score_order="min"),
+                                               checkpoint_score_attribute=checkpoint_score[0],
+                                               checkpoint_score_order=checkpoint_score[1]),
             failure_config=FailureConfig(max_failures=opts.max_failures),
             callbacks=list(callbacks) or None,
             worker_runtime_env=None if use_gpu else {"env_vars": cpu_allocator_env()},

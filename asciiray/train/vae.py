@@ -16,6 +16,9 @@ from asciiray.train.options import TrainConfig
 
 log = logging.getLogger(__name__)
 
+# The metric that ranks a run's checkpoints (--keep-checkpoints keeps the best): the headline quality figure.
+CHECKPOINT_SCORE = ("val/ink_f1", "max")
+
 
 class VAETask(Task):
     name = "vae"
@@ -24,12 +27,12 @@ class VAETask(Task):
         super().__init__(config, device)
         from asciiray.losses import char_weights
         from asciiray.models import get_preset
-        from asciiray.train.renderer import make_renderer
+        from asciiray.train.renderer import image_loss_renderer, make_renderer
 
         self.model_config = get_preset(config["preset"])
         self.weight = char_weights(torch.tensor(config["char_freq"]), config["char_weights_scaling"],
                                    config["space_deemph"]).to(device)
-        self.renderer = make_renderer(config["renderer"], config["font_res"], config["font_zoom"]).to(device)
+        self.renderer = image_loss_renderer(config["renderer"], config["font_res"], config["font_zoom"]).to(device)
         self.renderer.requires_grad_(False).eval()
         self.display = make_renderer("discrete", config["font_res"], config["font_zoom"]).to(device)
         self.sample: torch.Tensor | None = None
@@ -44,6 +47,10 @@ class VAETask(Task):
 
         training = split == "train"
         for codes in self.shard_codes(split):
+            if training and len(codes) < 2:
+                # BatchNorm has no variance to estimate from one piece (BatchNorm1d refuses it); the shards
+                # are equal, so every worker skips its last batch alike and DDP stays in step.
+                continue
             if training and self.config["roll_std"] > 0:
                 codes = random_roll(codes, self.config["roll_std"])
             if not training and self.sample is None:
@@ -51,7 +58,8 @@ class VAETask(Task):
             yield codes
 
     def step(self, model: torch.nn.Module, codes: torch.Tensor, epoch: int):
-        from asciiray.losses import compute_losses, gumbel_tau, reconstruction_sums
+        from asciiray.losses import compute_losses, gumbel_tau
+        from asciiray.metrics import reconstruction_sums
 
         logp, mu, logvar = model(codes)
         terms = compute_losses((logp, mu, logvar), codes, weight=self.weight,
@@ -59,8 +67,9 @@ class VAETask(Task):
                                tau=gumbel_tau(epoch, self.config["gumbel_tau_r"]),
                                kl_coeff=self.config["kl_coeff"],
                                ce_recon_loss_scale=self.config["ce_recon_loss_scale"],
-                               image_recon_loss_coeff=self.config["image_recon_loss_coeff"])
-        n = codes.new_tensor(len(codes), dtype=torch.float64)
+                               image_recon_loss_coeff=self.config["image_recon_loss_coeff"],
+                               image_kind=self.config["image_loss"])
+        n = torch.full((), len(codes), dtype=torch.float64, device=codes.device)
         stats = {k: torch.stack([v.detach().double() * n, n]) for k, v in terms.items()}
         stats.update(reconstruction_sums(logp.detach(), codes))
         return terms["loss"], stats
@@ -103,15 +112,17 @@ def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequenc
     """Check everything that can be checked on the driver, then train; returns Ray's Result."""
     from asciiray.models import get_preset
     from asciiray.train import runner
-    from asciiray.train.renderer import make_renderer
+    from asciiray.train.renderer import image_loss_renderer
 
     def check(cfg: TrainConfig) -> None:
-        """A bad preset or --renderer (unknown, or a neural checkpoint of other sizes) fails here, not in a worker."""
-        make_renderer(cfg.renderer, cfg.font_res, cfg.font_zoom, grid=get_preset(cfg.preset).grid)
+        """A bad preset or --renderer (unknown, not differentiable, or a neural checkpoint of other sizes)
+        fails here, not in a worker."""
+        image_loss_renderer(cfg.renderer, cfg.font_res, cfg.font_zoom, grid=get_preset(cfg.preset).grid)
 
     cfg = runner.prepare(cfg, "vae", explicit, check)
     plan, datasets = runner.corpus_datasets(cfg, get_preset(cfg.preset).grid)
-    return runner.launch(train_func, cfg, {"char_freq": plan.char_freq}, datasets, callbacks)
+    return runner.launch(train_func, cfg, {"char_freq": plan.char_freq}, datasets, callbacks,
+                         checkpoint_score=CHECKPOINT_SCORE)
 
 
 def load(uri_or_dir: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -135,3 +146,21 @@ def reconstruct(model: torch.nn.Module, codes: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         logp, _, _ = model.eval()(torch.from_numpy(codes).to(device))
     return logp.argmax(1).to(torch.uint8).cpu().numpy()
+
+
+def score_checkpoint(uri_or_dir: str, n: int = 0, batch_size: int = 256,
+                     device: str | torch.device = "cpu") -> dict[str, float]:
+    """Every metric of `asciiray.metrics` for a checkpoint (z = mu) on its run's validation pieces.
+
+    The pieces are those its run validated on (same corpus, split and --max-pieces
+    sample), the first `n` of them in id order (0: all), so the figures match the
+    run's own final val/ ones.
+    """
+    from asciiray import charset, data
+    from asciiray.metrics import score
+
+    model, meta = load(uri_or_dir, device)
+    grid, cfg = model.cfg.grid, meta["config"]
+    texts = data.validation_pieces(meta["corpus"], grid, cfg["validation_prop"], n, cfg.get("max_pieces", 0))
+    codes = torch.from_numpy(np.stack([charset.encode(t, grid) for t in texts])).to(device)
+    return score(model, codes.split(batch_size))
