@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,3 +108,33 @@ def test_score_a_model_over_batches():
     assert set(scored) == set(expected)
     for name, value in expected.items():
         assert scored[name] == pytest.approx(value.item()), name
+
+
+def test_score_checkpoint_uses_the_runs_validation_pieces(tmp_path):
+    import dataclasses
+
+    from asciiray import charset, data
+    from asciiray.corpus import CorpusBuilder
+    from asciiray.train import checkpoint
+    from asciiray.train.vae import score_checkpoint
+
+    builder = CorpusBuilder()
+    for i in range(60):
+        word = chr(97 + i % 26) * (i % 7 + 8)
+        assert builder.add(f"+{'-' * len(word)}+\n|{word}|\n+{i:-<{len(word)}}+", ["test"], "files") is None
+    builder.write(str(tmp_path / "corpus"))
+    uri = str(tmp_path / "corpus")
+    plan = data.plan(uri, 16, 0.3, max_pieces=40)
+    texts = data.validation_pieces(uri, 16, 0.3, 0, max_pieces=40)
+    assert len(texts) == plan.val, "the same pieces the run validated on"
+    assert len(data.validation_pieces(uri, 16, 0.3, 0)) > plan.val
+
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    model = VAE(cfg).eval()
+    run = tmp_path / "ckpt"
+    run.mkdir()
+    checkpoint.save(run, model, {"kind": "vae", "model": dataclasses.asdict(cfg), "corpus": uri,
+                                 "config": {"validation_prop": 0.3, "max_pieces": 40}})
+    codes = torch.from_numpy(np.stack([charset.encode(t, 16) for t in texts]))
+    assert score_checkpoint(str(run), batch_size=3) == pytest.approx(score(model, [codes]))
