@@ -49,6 +49,11 @@ def subset_key(ids):
     return pc.utf8_slice_codeunits(ids, start=-8)
 
 
+def sample(table: pa.Table, max_pieces: int) -> pa.Table:
+    """The --max-pieces sample of a table of pieces, with its `subset_key` column."""
+    return table.append_column("subset_key", subset_key(table["id"])).sort_by("subset_key").slice(0, max_pieces)
+
+
 def source(uri: str | None, max_pieces: int | None) -> tuple[str, int]:
     """The corpus to read and how many of its pieces to take (0: all).
 
@@ -75,7 +80,7 @@ def plan(uri: str, grid: int, validation_prop: float, max_pieces: int = 0) -> Co
                         f"use a preset with a larger grid or another corpus")
     id_cutoff = None
     if max_pieces and max_pieces < kept.num_rows:
-        kept = kept.append_column("subset_key", subset_key(kept["id"])).sort_by("subset_key").slice(0, max_pieces)
+        kept = sample(kept, max_pieces)
         id_cutoff = kept["subset_key"][-1].as_py()
     is_val = corpus.validation_mask(kept["id"].to_numpy(zero_copy_only=False), validation_prop)
     n_val = int(is_val.sum())
@@ -123,11 +128,17 @@ def datasets(p: CorpusPlan, grid: int, validation_prop: float) -> dict:
     return splits
 
 
-def validation_pieces(uri: str, grid: int, validation_prop: float, n: int) -> list[str]:
-    """The first `n` validation pieces (in id order) that fit the grid: a stable sample to show."""
+def validation_pieces(uri: str, grid: int, validation_prop: float, n: int, max_pieces: int = 0) -> list[str]:
+    """The first `n` (0: all) validation pieces, in id order, that fit the grid: a stable sample to show.
+
+    With `max_pieces`, only those of the run's --max-pieces sample (`plan`'s), so they are its validation pieces.
+    """
     table = corpus.read_table(uri, columns=["id", "text", "height", "width"])
     fits = pc.and_(pc.less_equal(table["height"], grid), pc.less_equal(table["width"], grid))
     table = table.filter(fits)
+    if max_pieces and max_pieces < table.num_rows:
+        table = sample(table, max_pieces)
     val = table.filter(pa.array(corpus.validation_mask(table["id"].to_numpy(zero_copy_only=False),
                                                        validation_prop)))
-    return val.sort_by("id")["text"].to_pylist()[:n]
+    texts = val.sort_by("id")["text"].to_pylist()
+    return texts[:n] if n else texts

@@ -1,12 +1,12 @@
-"""The VAE's loss terms, its reconstruction metrics and its on-device augmentation.
+"""The VAE's loss terms and its on-device augmentation (its metrics are in asciiray.metrics).
 
 Everything here runs in fp32, whatever autocast dtype the model ran in:
 
     loss = kl_coeff * kl + ce_recon_loss_scale * ce + image_recon_loss_coeff * image
 
 - ce: cross entropy of the decoder's log-probabilities against the input codes;
-- image: MSE between the rendered input and the rendered straight-through
-  Gumbel-softmax sample of the decoder;
+- image: MSE, L1 or 1 - SSIM between the rendered input and the rendered
+  straight-through Gumbel-softmax sample of the decoder;
 - kl: KL(q(z|x) || N(0, I)), summed over z, mean over the batch.
 """
 
@@ -24,23 +24,25 @@ from asciiray.render import Renderer
 TAU_MIN = 0.5
 
 
-def char_weights(freq: torch.Tensor, scaling: float, space_deemph: float) -> torch.Tensor:
-    """Class weights [95] that favour rare characters: (1 / (f + 1)) ** scaling, space / space_deemph.
+def char_weights(counts: torch.Tensor, scaling: float, space_deemph: float) -> torch.Tensor:
+    """Class weights [95] that favour rare characters: (1 / (count + 1)) ** scaling, space / space_deemph.
 
-    `freq` holds per-character counts or frequencies of any scale; it is
-    normalised here to relative frequencies f (summing to 1), so the weights
-    do not depend on the corpus size. scaling = 0, space_deemph = 1 gives ones.
+    `counts` are the raw per-character counts of the training pieces, so
+    scaling = 1 gives true inverse-frequency weights (the prototype's meaning;
+    its notes used 0.7) and scaling = 0 equal ones; the + 1 keeps an unseen
+    character finite. The weights are divided by their largest before the
+    space de-emphasis: the weighted-mean cross entropy does not depend on their
+    scale, and this keeps them readable.
     """
     if not space_deemph > 0:
         raise UserError(f"space_deemph = {space_deemph} must be positive: 1 leaves the space weight alone")
-    freq = torch.as_tensor(freq, dtype=torch.float32).flatten()
-    if freq.numel() != NUM_CHARS or bool((freq < 0).any()):
-        raise ValueError(f"expected {NUM_CHARS} non-negative character frequencies, got shape {list(freq.shape)}")
-    total = freq.sum()
-    rel = freq / total if total > 0 else freq
-    weight = (1.0 / (rel + 1.0)) ** scaling
+    counts = torch.as_tensor(counts, dtype=torch.float64).flatten()
+    if counts.numel() != NUM_CHARS or bool((counts < 0).any()):
+        raise ValueError(f"expected {NUM_CHARS} non-negative character counts, got shape {list(counts.shape)}")
+    weight = (1.0 / (counts + 1.0)) ** scaling
+    weight = weight / weight.max()
     weight[SPACE] = weight[SPACE] / space_deemph
-    return weight
+    return weight.float()
 
 
 def ce_loss(logp: torch.Tensor, codes: torch.Tensor, weight: torch.Tensor | None = None,
@@ -99,9 +101,52 @@ def gumbel_sample(logp: torch.Tensor, tau: float,
     return soft.argmax(dim=-1), soft
 
 
+IMAGE_LOSSES = ("mse", "l1", "ssim")
+# SSIM's Gaussian window and stabilising constants (Wang et al. 2004, for images in [0, 1]).
+SSIM_WINDOW, SSIM_SIGMA, SSIM_C1, SSIM_C2 = 11, 1.5, 0.01 ** 2, 0.03 ** 2
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean structural similarity of ink images [B, H, W] in [0, 1], with a Gaussian window.
+
+    Local means, variances and covariance are Gaussian-weighted (separable,
+    zero padded: outside the image is blank paper), so the map has the
+    images' size; 1 for identical images.
+    """
+    half = SSIM_WINDOW // 2
+    x = torch.arange(SSIM_WINDOW, dtype=torch.float32, device=a.device) - half
+    g = torch.exp(-x.pow(2) / (2 * SSIM_SIGMA ** 2))
+    g = g / g.sum()
+
+    def blur(img: torch.Tensor) -> torch.Tensor:
+        img = F.conv2d(img, g.view(1, 1, 1, -1), padding=(0, half))
+        return F.conv2d(img, g.view(1, 1, -1, 1), padding=(half, 0))
+
+    a, b = a.float().unsqueeze(1), b.float().unsqueeze(1)
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a * mu_a
+    var_b = blur(b * b) - mu_b * mu_b
+    cov = blur(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)
+    den = (mu_a * mu_a + mu_b * mu_b + SSIM_C1) * (var_a + var_b + SSIM_C2)
+    return (num / den).mean()
+
+
+def image_distance(image: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """How far an image is from its target, in fp32: MSE, L1 or 1 - SSIM; 0 exactly when they are equal."""
+    image, target = image.float(), target.float()
+    if kind == "mse":
+        return F.mse_loss(image, target)
+    if kind == "l1":
+        return F.l1_loss(image, target)
+    if kind == "ssim":
+        return 1.0 - ssim(image, target)
+    raise ValueError(f"image loss {kind!r} is unknown: use one of {', '.join(IMAGE_LOSSES)}")
+
+
 def image_loss(renderer: Renderer, codes: torch.Tensor, logp: torch.Tensor, tau: float,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """MSE between the rendered input and the rendered straight-through Gumbel sample of the decoder.
+               generator: torch.Generator | None = None, kind: str = "mse") -> torch.Tensor:
+    """`kind` distance between the rendered input and the rendered straight-through Gumbel sample of the decoder.
 
     Both images are of code grids: for the continuous renderer two gathers from the glyph atlas,
     with no 95-channel one-hot (Renderer.straight_through).
@@ -110,13 +155,16 @@ def image_loss(renderer: Renderer, codes: torch.Tensor, logp: torch.Tensor, tau:
         raise ValueError(f"the image loss needs a differentiable renderer, got {type(renderer).__name__}")
     with torch.no_grad():
         target = renderer.from_codes(codes)
-    return F.mse_loss(renderer.straight_through(*gumbel_sample(logp, tau, generator)).float(), target.float())
+    image = renderer.straight_through(*gumbel_sample(logp, tau, generator))
+    with torch.autocast(device_type=logp.device.type, enabled=False):
+        return image_distance(image, target, kind)
 
 
 def compute_losses(model_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], codes: torch.Tensor, *,
                    weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
                    renderer: Renderer | None = None, tau: float = 1.0, kl_coeff: float = 1.0,
-                   ce_recon_loss_scale: float = 1.0, image_recon_loss_coeff: float = 0.0) -> dict[str, torch.Tensor]:
+                   ce_recon_loss_scale: float = 1.0, image_recon_loss_coeff: float = 0.0,
+                   image_kind: str = "mse") -> dict[str, torch.Tensor]:
     """The weighted total and its terms: keys loss, kl, ce, image (image is 0 when its coefficient is)."""
     logp, mu, logvar = model_out
     kl = kl_loss(mu, logvar)
@@ -124,47 +172,11 @@ def compute_losses(model_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], c
     if image_recon_loss_coeff:
         if renderer is None:
             raise ValueError("image_recon_loss_coeff is non-zero but no renderer was given")
-        image = image_loss(renderer, codes, logp, tau)
+        image = image_loss(renderer, codes, logp, tau, kind=image_kind)
     else:
         image = torch.zeros((), device=logp.device)
     loss = kl_coeff * kl + ce_recon_loss_scale * ce + image_recon_loss_coeff * image
     return {"loss": loss, "kl": kl, "ce": ce, "image": image}
-
-
-def reconstruction_sums(logp: torch.Tensor, codes: torch.Tensor) -> dict[str, torch.Tensor]:
-    """char_acc, nonspace_acc and space_collapse as float64 [numerator, denominator] pairs.
-
-    Pairs add up exactly across batches and workers (sum them, then divide);
-    they stay on the device, so accumulating them never waits for the GPU.
-    - char_acc: cells whose argmax equals the input / all cells;
-    - nonspace_acc: the same over the cells where the input is not a space;
-    - space_collapse: pieces reconstructed as all spaces while the input is not / all pieces.
-    """
-    pred = logp.argmax(dim=1)
-    codes = codes.long()
-    right = pred == codes
-    inked = codes != SPACE
-    collapsed = (pred == SPACE).flatten(1).all(dim=1) & inked.flatten(1).any(dim=1)
-    return {
-        "char_acc": metric_pair(right.sum(), right.numel()),
-        "nonspace_acc": metric_pair((right & inked).sum(), inked.sum()),
-        "space_collapse": metric_pair(collapsed.sum(), len(codes)),
-    }
-
-
-def metric_pair(total: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
-    """A metric's [sum, count] as float64 on the device of `total`.
-
-    A Python `count` is filled in on the device, not copied there from the host:
-    a host-to-device copy of a Python number makes the step wait for the GPU.
-    """
-    count = count.double() if isinstance(count, torch.Tensor) else total.new_full((), count, dtype=torch.float64)
-    return torch.stack([total.double(), count])
-
-
-def reconstruction_metrics(logp: torch.Tensor, codes: torch.Tensor) -> dict[str, torch.Tensor]:
-    """char_acc, nonspace_acc, space_collapse of one batch, as ratios (0 where nothing was counted)."""
-    return {k: v[0] / v[1].clamp(min=1) for k, v in reconstruction_sums(logp, codes).items()}
 
 
 def random_roll(codes: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -116,11 +117,11 @@ def glyph_atlas(font_res: int = 8, font_zoom: float = 1.0) -> torch.Tensor:
 
 
 def render_codes(codes: torch.Tensor, atlas: torch.Tensor) -> torch.Tensor:
-    """Images [B, S*r, S*r] of code grids [B, S, S]: each cell gets its glyph."""
-    b, s, _ = codes.shape
+    """Images [B, H*r, W*r] of code grids [B, H, W] (square for the models, any shape for display): glyph per cell."""
+    b, h, w = codes.shape
     r = atlas.shape[-1]
-    tiles = F.embedding(codes.long(), atlas.to(codes.device).flatten(1))  # [B, S, S, r * r]: a row lookup
-    return tiles.reshape(b, s, s, r, r).permute(0, 1, 3, 2, 4).reshape(b, s * r, s * r)
+    tiles = F.embedding(codes.long(), atlas.to(codes.device).flatten(1))  # [B, H, W, r * r]: a row lookup
+    return tiles.reshape(b, h, w, r, r).permute(0, 1, 3, 2, 4).reshape(b, h * r, w * r)
 
 
 def render_probs(probs: torch.Tensor, atlas: torch.Tensor) -> torch.Tensor:
@@ -234,3 +235,20 @@ def pair_image(input_codes: np.ndarray | torch.Tensor, recon_codes: np.ndarray |
               for c in (input_codes, recon_codes)]
     border = torch.ones(images[0].shape[0], max(1, atlas.shape[-1] // 4))
     return torch.cat([images[0], border, images[1]], dim=1).numpy()
+
+
+def crop_to_ink(grids: Sequence[np.ndarray | torch.Tensor], margin: int = 1) -> list[np.ndarray]:
+    """Code grids [S, S] cut to the union of their ink plus `margin` cells, so pieces shown together line up.
+
+    Pictures for people show the ink, not a mostly blank 64 x 64 page; grids with
+    no ink at all come back as a blank (2 * margin + 1)-cell square.
+    """
+    arrays = [np.asarray(torch.as_tensor(g).cpu()) for g in grids]
+    ink = np.any(np.stack(arrays) != SPACE, axis=0)
+    if not ink.any():
+        side = 2 * margin + 1
+        return [np.full((side, side), SPACE, dtype=a.dtype) for a in arrays]
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    top, left = max(0, rows[0] - margin), max(0, cols[0] - margin)
+    bottom, right = rows[-1] + margin + 1, cols[-1] + margin + 1
+    return [a[top:bottom, left:right] for a in arrays]

@@ -1,17 +1,18 @@
-"""Loss terms, Gumbel schedule and sampling, reconstruction metrics, random roll."""
+"""Loss terms, character weights, image distances, Gumbel schedule and sampling, random roll."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from asciiray.charset import NUM_CHARS, SPACE
 from asciiray.errors import UserError
-from asciiray.losses import (ce_loss, char_weights, compute_losses, gumbel_sample, gumbel_tau, image_loss,
-                             kl_loss, random_roll, reconstruction_metrics, reconstruction_sums)
+from asciiray.losses import (IMAGE_LOSSES, ce_loss, char_weights, compute_losses, gumbel_sample, gumbel_tau,
+                             image_distance, image_loss, kl_loss, random_roll, ssim)
 from asciiray.models import VAE, NeuralRenderer, get_preset, get_renderer_preset, make_renderer, one_hot
 from asciiray.render import straight_through_one_hot
 
@@ -25,15 +26,17 @@ def random_codes(batch: int = 4, size: int = 8, seed: int = 0) -> torch.Tensor:
 
 
 def test_char_weights_follow_the_formula():
-    counts = torch.arange(NUM_CHARS, dtype=torch.float32)
+    counts = torch.arange(NUM_CHARS, dtype=torch.float32) * 10
     assert torch.equal(char_weights(counts, 0.0, 1.0), torch.ones(NUM_CHARS))
-    rel = counts / counts.sum()
-    expected = (1.0 / (rel + 1.0)) ** 2.0
+    expected = (1.0 / (counts.double() + 1.0)) ** 0.7
+    expected = expected / expected.max()
     expected[SPACE] /= 4.0
-    assert torch.allclose(char_weights(counts, 2.0, 4.0), expected)
-    assert torch.allclose(char_weights(counts * 1000, 2.0, 4.0), expected), "counts and frequencies agree"
-    weights = char_weights(counts, 1.0, 1.0)
-    assert weights[1] > weights[-1], "rarer characters weigh more"
+    assert torch.allclose(char_weights(counts, 0.7, 4.0).double(), expected)
+    # s = 1 is true inverse frequency (of count + 1): a character 10x as common weighs a tenth.
+    weights = char_weights(torch.tensor([999.0, 9999.0, 99.0] + [0.0] * (NUM_CHARS - 3)), 1.0, 1.0)
+    assert weights[1] / weights[0] == pytest.approx(0.1) and weights[2] / weights[0] == pytest.approx(10.0)
+    assert weights[3] == 1.0, "an unseen character gets the largest weight, finite"
+    assert torch.isfinite(char_weights(torch.zeros(NUM_CHARS), 2.0, 1.0)).all()
     with pytest.raises(ValueError):
         char_weights(torch.ones(10), 1.0, 1.0)
     with pytest.raises(UserError, match="space_deemph"):
@@ -135,17 +138,55 @@ def test_gumbel_samples_follow_the_distribution():
     assert torch.allclose(freq, probs[:3], atol=0.03)
 
 
-def test_image_loss():
+@pytest.mark.parametrize("kind", IMAGE_LOSSES)
+def test_image_loss(kind):
     codes = random_codes(2, 6)
     renderer = make_renderer("continuous", 4)
-    assert image_loss(renderer, codes, perfect_logp(codes), 0.5).item() == pytest.approx(0.0, abs=1e-6)
+    assert image_loss(renderer, codes, perfect_logp(codes), 0.5, kind=kind).item() == pytest.approx(0.0, abs=1e-6)
     logits = torch.zeros(2, NUM_CHARS, 6, 6, requires_grad=True)
-    loss = image_loss(renderer, codes, torch.log_softmax(logits, 1), 1.0)
+    loss = image_loss(renderer, codes, torch.log_softmax(logits, 1), 1.0, kind=kind)
     assert loss.item() > 0
     loss.backward()
     assert logits.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="differentiable"):
-        image_loss(make_renderer("discrete", 4), codes, perfect_logp(codes), 1.0)
+        image_loss(make_renderer("discrete", 4), codes, perfect_logp(codes), 1.0, kind=kind)
+
+
+@pytest.mark.parametrize("kind", IMAGE_LOSSES)
+def test_image_distance_is_zero_on_identical_renders_and_positive_otherwise(kind):
+    renderer = make_renderer("continuous", 4)
+    codes = random_codes(3, 8, seed=1)
+    a, b = renderer.from_codes(codes), renderer.from_codes(random_codes(3, 8, seed=2))
+    assert image_distance(a, a.clone(), kind).item() == 0.0
+    assert image_distance(a, b, kind).item() > 0.01
+    assert image_distance(torch.zeros_like(a), a, kind).item() > 0.01
+    one_cell = codes.clone()
+    one_cell[0, 3, 3] = (codes[0, 3, 3] + 40) % NUM_CHARS  # one character of 192 changed
+    near = renderer.from_codes(one_cell)
+    assert 0 < image_distance(near, a, kind).item() < image_distance(b, a, kind).item() / 10
+    with pytest.raises(ValueError, match="mse, l1, ssim"):
+        image_distance(a, b, "psnr")
+
+
+def test_ssim_matches_a_pixel_by_pixel_computation():
+    from asciiray import losses
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(1, 9, 12, generator=gen), torch.rand(1, 9, 12, generator=gen)
+    half = losses.SSIM_WINDOW // 2
+    g = np.exp(-np.arange(-half, half + 1) ** 2 / (2 * losses.SSIM_SIGMA ** 2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    px, py = (np.pad(t[0].double().numpy(), half) for t in (x, y))  # zero padding: blank paper around
+    values = []
+    for i in range(9):
+        for j in range(12):
+            a, b = px[i:i + 2 * half + 1, j:j + 2 * half + 1], py[i:i + 2 * half + 1, j:j + 2 * half + 1]
+            ma, mb = (w * a).sum(), (w * b).sum()
+            va, vb, cov = (w * a * a).sum() - ma ** 2, (w * b * b).sum() - mb ** 2, (w * a * b).sum() - ma * mb
+            values.append((2 * ma * mb + losses.SSIM_C1) * (2 * cov + losses.SSIM_C2)
+                          / ((ma ** 2 + mb ** 2 + losses.SSIM_C1) * (va + vb + losses.SSIM_C2)))
+    assert ssim(x, y).item() == pytest.approx(float(np.mean(values)), rel=1e-4)
+    assert ssim(x, x).item() == pytest.approx(1.0)
 
 
 class _ReferenceStraightThrough(torch.autograd.Function):
@@ -219,33 +260,6 @@ def test_compute_losses_combines_the_terms():
     terms["loss"].backward()
     off = compute_losses(model(codes), codes, renderer=None, kl_coeff=0.1, image_recon_loss_coeff=0.0)
     assert off["image"].item() == 0.0
-
-
-def test_reconstruction_metrics_by_hand():
-    a, b = ord("a") - 32, ord("b") - 32
-    codes = torch.tensor([
-        [[a, SPACE], [SPACE, b]],  # reconstructed with one inked cell wrong
-        [[a, a], [SPACE, SPACE]],  # collapsed to all spaces
-        [[SPACE, SPACE], [SPACE, SPACE]],  # blank input, blank output: not a collapse
-    ])
-    recon = torch.tensor([
-        [[a, SPACE], [SPACE, a]],
-        [[SPACE, SPACE], [SPACE, SPACE]],
-        [[SPACE, SPACE], [SPACE, SPACE]],
-    ])
-    m = reconstruction_metrics(perfect_logp(recon), codes)
-    assert m["char_acc"].item() == pytest.approx(9 / 12)
-    assert m["nonspace_acc"].item() == pytest.approx(1 / 4)
-    assert m["space_collapse"].item() == pytest.approx(1 / 3)
-    sums = reconstruction_sums(perfect_logp(recon), codes)
-    assert sums["nonspace_acc"].tolist() == [1.0, 4.0]
-    assert sums["char_acc"].dtype == torch.float64
-
-
-def test_reconstruction_metrics_perfect():
-    codes = random_codes()
-    m = reconstruction_metrics(perfect_logp(codes), codes)
-    assert m["char_acc"] == 1 and m["nonspace_acc"] == 1 and m["space_collapse"] == 0
 
 
 def test_random_roll_keeps_each_piece_and_is_vectorised():

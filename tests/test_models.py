@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import subprocess
 import sys
 
@@ -32,16 +33,60 @@ def test_every_preset_gives_normalised_log_probs(name, batch):
     assert mu.shape == logvar.shape == (batch, cfg.z_dim)
 
 
-def test_seed_preset_has_the_prototype_shapes():
+def test_seed_preset_is_the_prototype_architecture():
     cfg = PRESETS["seed"]
-    assert (cfg.grid, cfg.z_dim, cfg.kernel) == (64, 512, 5)
-    assert (cfg.decoder_start, cfg.decoder_start_channels) == (8, 8)
-    assert cfg.decoder_sizes == [12, 16, 32, 64]
-    assert cfg.decoder_channels[-1] == 64 and cfg.head_channels == [NUM_CHARS, NUM_CHARS]
-    line = describe("seed")
-    count = count_parameters(VAE(cfg))
-    assert line == f"seed: grid 64x64, z 512, {count:,} parameters"
-    assert 1_000_000 < count < 20_000_000
+    model = VAE(cfg).eval()
+    assert (cfg.grid, cfg.z_dim, cfg.kernel, cfg.head_kernel) == (64, 512, 5, 5)
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((type(m).__name__, tuple(o.shape[1:]))))
+             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm1d))]
+    with torch.no_grad():
+        model(codes_for(cfg, 2))
+    for hook in hooks:
+        hook.remove()
+    assert shapes == [
+        ("Conv2d", (64, 64, 64)), ("Conv2d", (48, 32, 32)), ("Conv2d", (32, 16, 16)),  # 'same', stride 2, stride 2
+        ("Conv2d", (16, 12, 12)), ("Conv2d", (8, 8, 8)),  # unpadded: 512 features
+        ("Linear", (512,)), ("Linear", (512,)),  # mu, log-variance
+        ("Linear", (512,)), ("BatchNorm1d", (512,)),  # decoder linear, ReLU, BatchNorm1d, then 8x8x8
+        ("Conv2d", (16, 12, 12)), ("Conv2d", (32, 16, 16)), ("Conv2d", (48, 32, 32)), ("Conv2d", (64, 64, 64)),
+        ("Conv2d", (95, 64, 64)), ("Conv2d", (95, 64, 64)),  # head: conv, ReLU, BatchNorm2d, conv
+    ]
+    # Every ReLU is followed by a BatchNorm; the log-variance head is a plain linear layer.
+    layers = [m for m in model.modules() if not isinstance(m, (torch.nn.Sequential, VAE))]
+    for relu, after in zip(layers, layers[1:]):
+        if isinstance(relu, torch.nn.ReLU):
+            assert isinstance(after, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))
+    assert sum(isinstance(m, torch.nn.ReLU) for m in layers) == 5 + 1 + 4 + 1
+    assert isinstance(model.logvar, torch.nn.Linear)
+    # Parameters (weights + biases; BatchNorm: weight + bias, its running statistics are buffers):
+    #   encoder convs 95*64*25+64 + 64*48*25+48 + 48*32*25+32 + 32*16*25+16 + 16*8*25+8 = 283,368,
+    #     their BatchNorms 2*(64+48+32+16+8) = 336                                     -> 283,704
+    #   mu and logvar: 2 * (512*512 + 512)                                               -> 525,312
+    #   decoder linear 512*512+512 = 262,656, BatchNorm1d 2*512 = 1,024                  -> 263,680
+    #   blocks 8*16*25+16 + 16*32*25+32 + 32*48*25+48 + 48*64*25+64 = 131,360,
+    #     their BatchNorms 2*(16+32+48+64) = 320                                         -> 131,680
+    #   head 64*95*25+95 = 152,095, BatchNorm2d 2*95 = 190, 95*95*25+95 = 225,720        -> 378,005
+    #   total 283,704 + 525,312 + 263,680 + 131,680 + 378,005                            = 1,582,381
+    assert count_parameters(model) == 1_582_381
+    assert describe("seed") == "seed: grid 64x64, z 512, 1,582,381 parameters"
+
+
+def test_small_and_tiny_keep_their_shapes():
+    assert count_parameters(VAE(PRESETS["small"])) == 243_751
+    assert count_parameters(VAE(PRESETS["tiny"])) == 23_631
+
+
+def test_init_std_draws_weights_from_a_normal():
+    torch.manual_seed(0)
+    model = VAE(get_preset("seed", init_std=0.02))
+    weights = torch.cat([m.weight.flatten() for m in model.modules()
+                         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))])
+    assert weights.mean().item() == pytest.approx(0.0, abs=1e-3)
+    assert weights.std().item() == pytest.approx(0.02, rel=0.01)
+    assert all(m.bias.abs().sum() == 0 for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    default = VAE(get_preset("seed")).mu.weight
+    assert default.std().item() == pytest.approx(1 / math.sqrt(3 * 512), rel=0.05), "None: PyTorch's default"
 
 
 def test_models_module_prints_every_preset():
@@ -163,6 +208,11 @@ def test_gradients_reach_every_parameter():
     ({"kernel": 4}, "odd"),
     ({"logvar_min": 3.0, "logvar_max": 1.0}, "logvar_min"),
     ({"encoder_channels": []}, "encoder_channels"),
+    ({"encoder_strides": [1, 2, 2]}, "encoder_strides"),
+    ({"encoder_padding": [-1, 0]}, "encoder_padding"),
+    ({"encoder_strides": [0, 2]}, "positive"),
+    ({"encoder_channels": [8, 8, 8], "encoder_padding": [0, 0, 0], "kernel": 7}, "to nothing"),
+    ({"init_std": 0.0}, "init_std"),
     ({"no_such_field": 1}, "no field"),
 ])
 def test_bad_config_raises_user_error(overrides, match):
@@ -173,6 +223,14 @@ def test_bad_config_raises_user_error(overrides, match):
 def test_unknown_preset_lists_the_presets():
     with pytest.raises(UserError, match="seed, small, tiny"):
         get_preset("huge")
+
+
+def test_old_checkpoints_config_rebuilds_the_old_shapes():
+    """A meta.json written before the encoder strides, padding and norms existed builds the same model."""
+    old = {k: v for k, v in dataclasses.asdict(get_preset("small")).items()
+           if k not in ("encoder_strides", "encoder_padding", "decoder_linear_norm", "head_norm", "init_std")}
+    assert VAEConfig(**old).encoder_layers() == [(16, 2, 1), (32, 2, 1), (32, 2, 1), (64, 2, 1)]
+    assert count_parameters(VAE(VAEConfig(**old))) == count_parameters(VAE(PRESETS["small"]))
 
 
 def test_get_preset_copies():

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 
 from asciiray import storage
-from asciiray.charset import NUM_CHARS, SPACE, encode
+from asciiray.charset import NUM_CHARS, SPACE, decode, encode
 from asciiray.errors import UserError
 from asciiray.models import one_hot
 from asciiray.models import make_renderer
-from asciiray.render import (FONT_PATH, ContinuousRenderer, DiscreteRenderer, glyph_atlas, pair_image, render_codes,
-                             render_probs, save_png)
+from asciiray.render import (FONT_PATH, ContinuousRenderer, DiscreteRenderer, crop_to_ink, glyph_atlas, pair_image,
+                             render_codes, render_probs, save_png)
 
 
 def code(ch: str) -> int:
@@ -70,6 +70,9 @@ def test_render_codes_places_glyphs():
     assert torch.equal(image[0, :4, :4], atlas[code("A")])
     assert torch.equal(image[0, 4:, 4:], atlas[code("B")])
     assert image[0, :4, 4:].sum() == 0 and image[0, 4:, :4].sum() == 0
+    wide = render_codes(torch.tensor([[[code("A"), SPACE, code("B")]]]), atlas)  # a display strip: 1 x 3 cells
+    assert wide.shape == (1, 4, 12)
+    assert torch.equal(wide[0, :, 8:], atlas[code("B")]) and wide[0, :, 4:8].sum() == 0
 
 
 def test_continuous_equals_discrete_on_one_hot():
@@ -143,3 +146,16 @@ def test_save_png_to_s3(s3_bucket):
     save_png(uri, torch.full((6, 10), 0.5))
     with Image.open(io.BytesIO(storage.read_bytes(uri))) as png:
         assert png.size == (10, 6)
+
+
+def test_crop_to_ink_keeps_the_union_of_the_ink_and_a_margin():
+    a, b = encode("#", 16), encode("ab\ncd", 16)  # '#' at (7, 7); 'ab/cd' at rows 7-8, cols 7-8
+    ca, cb = crop_to_ink([a, b], margin=1)
+    assert ca.shape == cb.shape == (4, 4)
+    assert decode(cb) == " ab\n cd" and decode(ca) == " #", "one blank cell of margin left and above"
+    assert crop_to_ink([a], margin=0)[0].shape == (1, 1)
+    corner = np.full((16, 16), SPACE, dtype=np.uint8)
+    corner[0, 0] = 3
+    assert crop_to_ink([corner], margin=2)[0].shape == (3, 3), "the margin stops at the grid's edge"
+    blank = np.full((16, 16), SPACE, dtype=np.uint8)
+    assert [g.shape for g in crop_to_ink([blank, torch.from_numpy(blank)])] == [(3, 3), (3, 3)]

@@ -71,7 +71,9 @@ def run_train(args: argparse.Namespace) -> int:
         return 1
     m = result.metrics
     print(f"\ndone: {m['epoch']} epochs, val loss {m['val/loss']:.4f}, char_acc {m['val/char_acc']:.3f}, "
-          f"nonspace_acc {m['val/nonspace_acc']:.3f}, space_collapse {m['val/space_collapse']:.3f}")
+          f"ink_f1 {m['val/ink_f1']:.3f} (precision {m['val/ink_precision']:.3f}, recall {m['val/ink_recall']:.3f}), "
+          f"ink_ratio {m['val/ink_ratio']:.2f}, near_collapse {m['val/near_collapse']:.3f}, "
+          f"space_collapse {m['val/space_collapse']:.3f}")
     if result.checkpoint:
         print(f"latest checkpoint: {_uri(result.checkpoint)}")
         print_pairs(show_reconstructions(_uri(result.checkpoint), [], 1))

@@ -1,10 +1,11 @@
 """The convolutional VAE of S x S character grids, and its size presets.
 
-Encoder: one-hot [B, 95, S, S] -> stride-2 convs (ReLU + BatchNorm) -> flatten
--> linear heads for mu and a clamped log-variance. Decoder: linear -> C x n x n
--> bilinear-upsample + conv blocks up to S x S -> head convs to 95 logits.
+Encoder: one-hot [B, 95, S, S] -> convs (each with its own stride and padding,
+then ReLU + BatchNorm) -> flatten -> linear heads for mu and a clamped
+log-variance. Decoder: linear (optionally ReLU + BatchNorm) -> C x n x n ->
+bilinear-upsample + conv blocks up to S x S -> head convs to 95 logits.
 Every size is a field of `VAEConfig`, so a checkpoint's `meta.json` rebuilds
-its model exactly.
+its model exactly (fields added later default to the shapes of before).
 """
 
 from __future__ import annotations
@@ -31,15 +32,22 @@ class VAEConfig:
     kernel: int = option(5, "kernel size of the encoder and decoder convs (odd)")
     embed_dim: int = option(0, "0: the encoder's first conv reads the one-hot grid; n: it reads a learned "
                                "n-dim embedding of each character (a cheap, bias-free 1x1 conv on the one-hot)")
-    encoder_channels: list[int] = option([32, 64, 128, 256], "output channels of the stride-2 encoder convs")
+    encoder_channels: list[int] = option([32, 64, 128, 256], "output channels of the encoder convs")
+    encoder_strides: list[int] = option([], "stride of each encoder conv (empty: 2 for every conv)")
+    encoder_padding: list[int] = option([], "zero padding of each encoder conv (empty: kernel // 2 for every "
+                                            "conv, i.e. 'same' at stride 1)")
     decoder_start: int = option(8, "spatial size the decoder's linear layer unflattens to")
     decoder_start_channels: int = option(8, "channels the decoder's linear layer unflattens to")
+    decoder_linear_norm: bool = option(False, "ReLU + BatchNorm1d after the decoder's linear layer (the prototype's)")
     decoder_sizes: list[int] = option([12, 16, 32, 64], "spatial size after each upsample + conv block")
     decoder_channels: list[int] = option([64, 64, 64, 64], "output channels of each upsample + conv block")
     head_channels: list[int] = option([NUM_CHARS, NUM_CHARS], "output channels of the head convs; last is 95")
     head_kernel: int = option(5, "kernel size of the head convs (odd)")
+    head_norm: bool = option(False, "BatchNorm2d after the ReLU between head convs (the prototype's)")
     logvar_min: float = option(-10.0, "lower clamp of the encoder's log-variance")
     logvar_max: float = option(10.0, "upper clamp of the encoder's log-variance")
+    init_std: float | None = option(None, "draw conv, linear and embedding weights from N(0, init_std^2) and zero "
+                                          "their biases, as the prototype did (None: PyTorch's default init)")
 
     def __post_init__(self) -> None:
         def bad(message: str) -> UserError:
@@ -67,20 +75,46 @@ class VAEConfig:
             raise bad(f"the last of decoder_sizes {self.decoder_sizes} must equal grid = {self.grid}")
         if self.head_channels[-1] != NUM_CHARS:
             raise bad(f"the last of head_channels {self.head_channels} must be {NUM_CHARS}, one per character")
+        for name in ("encoder_strides", "encoder_padding"):
+            values = getattr(self, name)
+            if values and len(values) != len(self.encoder_channels):
+                raise bad(f"{name} has {len(values)} entries but encoder_channels has "
+                          f"{len(self.encoder_channels)}: give one per encoder conv, or none for the default")
+        if self.encoder_strides and min(self.encoder_strides) < 1:
+            raise bad(f"encoder_strides = {self.encoder_strides} must be positive")
+        if self.encoder_padding and min(self.encoder_padding) < 0:
+            raise bad(f"encoder_padding = {self.encoder_padding} must not be negative")
+        if self.encoder_size() < 1:
+            raise bad(f"the encoder shrinks a {self.grid}x{self.grid} grid to nothing: use fewer convs, "
+                      f"smaller strides or more padding")
+        if self.init_std is not None and not self.init_std > 0:
+            raise bad(f"init_std = {self.init_std} must be positive, or None for PyTorch's default init")
         if self.logvar_min >= self.logvar_max:
             raise bad(f"logvar_min = {self.logvar_min} must be below logvar_max = {self.logvar_max}")
 
+    def encoder_layers(self) -> list[tuple[int, int, int]]:
+        """(output channels, stride, padding) of each encoder conv, defaults filled in."""
+        n = len(self.encoder_channels)
+        strides = self.encoder_strides or [2] * n
+        padding = self.encoder_padding or [self.kernel // 2] * n
+        return list(zip(self.encoder_channels, strides, padding))
+
     def encoder_size(self) -> int:
-        """Spatial side of the encoder's last feature map (each conv halves it, rounding up)."""
+        """Spatial side of the encoder's last feature map."""
         size = self.grid
-        for _ in self.encoder_channels:
-            size = (size - 1) // 2 + 1
+        for _, stride, pad in self.encoder_layers():
+            size = (size + 2 * pad - self.kernel) // stride + 1
         return size
 
 
 PRESETS: dict[str, VAEConfig] = {
-    # The prototype's shapes: z = 512, 5x5 kernels, 8x8x8 -> 12 -> 16 -> 32 -> 64, conv 64->95, conv 95->95.
-    "seed": VAEConfig(),
+    # The prototype's architecture exactly (DESIGN.md, Model): z = 512, every conv 5x5, every ReLU followed by
+    # BatchNorm; encoder 95 -> 64 (64x64) -> 48 (32x32) -> 32 (16x16) -> 16 (12x12, unpadded) -> 8 (8x8,
+    # unpadded) = 512; decoder linear 512 -> 512, ReLU, BN, 8x8x8 -> 16 (12x12) -> 32 (16x16) -> 48 (32x32)
+    # -> 64 (64x64), conv 64 -> 95, ReLU, BN, conv 95 -> 95.
+    "seed": VAEConfig(encoder_channels=[64, 48, 32, 16, 8], encoder_strides=[1, 2, 2, 1, 1],
+                      encoder_padding=[2, 2, 2, 0, 0], decoder_linear_norm=True,
+                      decoder_channels=[16, 32, 48, 64], head_norm=True),
     # Trains on 2 CPU cores: characters enter through an embedding, and the 64 x 64 layers stay narrow,
     # because the 95 x 64 x 64 logits and their log-softmax already dominate a step.
     "small": VAEConfig(z_dim=64, kernel=3, embed_dim=8, encoder_channels=[16, 32, 32, 64], decoder_start=8,
@@ -115,13 +149,13 @@ class VAE(nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        pad = cfg.kernel // 2
         # A lookup equals a bias-free 1x1 conv on the one-hot, without its 95 channels.
         self.embed = nn.Embedding(NUM_CHARS, cfg.embed_dim) if cfg.embed_dim else None
         layers: list[nn.Module] = []
         channels = cfg.embed_dim or NUM_CHARS
-        for out in cfg.encoder_channels:
-            layers += [nn.Conv2d(channels, out, cfg.kernel, stride=2, padding=pad), nn.ReLU(), nn.BatchNorm2d(out)]
+        for out, stride, pad in cfg.encoder_layers():
+            layers += [nn.Conv2d(channels, out, cfg.kernel, stride=stride, padding=pad), nn.ReLU(),
+                       nn.BatchNorm2d(out)]
             channels = out
         self.encoder = nn.Sequential(*layers, nn.Flatten())
         flat = channels * cfg.encoder_size() ** 2
@@ -129,9 +163,11 @@ class VAE(nn.Module):
         self.logvar = nn.Linear(flat, cfg.z_dim)
 
         start = cfg.decoder_start_channels * cfg.decoder_start ** 2
-        self.expand = nn.Sequential(nn.Linear(cfg.z_dim, start),
+        norm = [nn.ReLU(), nn.BatchNorm1d(start)] if cfg.decoder_linear_norm else []
+        self.expand = nn.Sequential(nn.Linear(cfg.z_dim, start), *norm,
                                     nn.Unflatten(1, (cfg.decoder_start_channels, cfg.decoder_start,
                                                      cfg.decoder_start)))
+        pad = cfg.kernel // 2
         layers = []
         channels = cfg.decoder_start_channels
         for size, out in zip(cfg.decoder_sizes, cfg.decoder_channels):
@@ -140,10 +176,20 @@ class VAE(nn.Module):
             channels = out
         for i, out in enumerate(cfg.head_channels):
             if i:
-                layers.append(nn.ReLU())
+                layers += [nn.ReLU(), nn.BatchNorm2d(channels)] if cfg.head_norm else [nn.ReLU()]
             layers.append(nn.Conv2d(channels, out, cfg.head_kernel, padding=cfg.head_kernel // 2))
             channels = out
         self.decoder = nn.Sequential(*layers)
+        if cfg.init_std is not None:
+            self._init_normal(cfg.init_std)
+
+    def _init_normal(self, std: float) -> None:
+        """The prototype's init: weights ~ N(0, std^2), biases 0; BatchNorm keeps its (1, 0)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, 0.0, std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
 
     def _check(self, codes: torch.Tensor) -> None:
         s = self.cfg.grid

@@ -74,8 +74,8 @@ class CheckpointSection(Section):
     run_name: str | None = option(None, "name of the run under the storage path (default: <kind>-<date>-<time>)")
     resume: bool = option(False, "continue the run named by --run-name from its latest checkpoint")
     checkpoint_every: int = option(1, "save a checkpoint every N epochs (and always at the end)")
-    keep_checkpoints: int = option(3, "keep the best K checkpoints by the validation score (the latest is "
-                                      "always kept)")
+    keep_checkpoints: int = option(3, "keep the best K checkpoints (VAE: by val/ink_f1, renderer: by val/loss; "
+                                      "the latest is always kept)")
 
     def check(self) -> None:
         _at_least({"checkpoint_every": self.checkpoint_every, "keep_checkpoints": self.keep_checkpoints}, 1)
@@ -149,18 +149,23 @@ class VAEModelSection(Section):
 class LossSection(Section):
     """The VAE's objective: loss = kl_coeff * kl + ce_recon_loss_scale * ce + image_recon_loss_coeff * image."""
 
-    kl_coeff: float = option(5e-4, "weight of the KL term, summed over z (the prototype averaged over z: its "
-                                   "0.05 is about 1e-4 here)")
+    kl_coeff: float = option(5e-4, "weight of the KL term, which is summed over z (the prototype averaged over "
+                                   "z: its --kl-coeff 0.05 with z = 512 is 0.05 / 512, about 1e-4, here)")
     ce_recon_loss_scale: float = option(1.0, "weight of the cross-entropy reconstruction term")
-    image_recon_loss_coeff: float = option(0.5, "weight of the rendered-image term (0 turns it off)")
+    image_recon_loss_coeff: float = option(0.5, "weight of the rendered-image term (--image-loss; 0 turns it off)")
     gumbel_tau_r: float = option(0.1, "Gumbel-softmax temperature decay: tau = max(0.5, exp(-r * epoch))")
     space_deemph: float = option(1.0, "divide the class weight of the space character by this")
-    char_weights_scaling: float = option(0.0, "class weights (1/(freq+1))^s from corpus character frequencies")
+    char_weights_scaling: float = option(0.0, "class weights (1/(count+1))^s from the training pieces' raw "
+                                              "character counts: 1 is inverse frequency (the prototype's notes "
+                                              "used 0.7), 0 equal weights")
     ce_label_smoothing: float = option(0.0, "label smoothing of the cross entropy")
     roll_std: float = option(1.0, "std (cells) of the random roll augmentation (0: off)")
-    renderer: str = option("continuous", "renderer of the image loss: continuous, or neural:CHECKPOINT")
+    renderer: str = option("continuous", "renderer of the image loss (differentiable): continuous, or "
+                                         "neural:CHECKPOINT")
     font_res: int = option(4, "pixels per character cell in rendered images")
     font_zoom: float = option(1.0, "font size relative to the cell")
+    image_loss: Literal["mse", "l1", "ssim"] = option("mse", "how the image term compares renders: mse, l1 or "
+                                                             "ssim (1 - SSIM)")
 
     def check(self) -> None:
         _at_least({"kl_coeff": self.kl_coeff, "ce_recon_loss_scale": self.ce_recon_loss_scale,

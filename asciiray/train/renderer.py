@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from asciiray import config
 from asciiray.charset import NUM_CHARS, SPACE
-from asciiray.losses import metric_pair
+from asciiray.metrics import metric_pair
 from asciiray.models import NeuralRenderer, RendererConfig, get_renderer_preset, one_hot
 from asciiray.render import glyph_atlas, render_codes, render_probs
 from asciiray.train.job import Job

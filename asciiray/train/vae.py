@@ -18,6 +18,9 @@ from asciiray.train.options import TrainConfig
 
 log = logging.getLogger(__name__)
 
+# The metric that ranks a run's checkpoints (--keep-checkpoints keeps the best): the headline quality figure.
+CHECKPOINT_SCORE = ("val/ink_f1", "max")
+
 
 class VAETask(Task):
     shown_metrics = ("loss", "ce", "kl", "image", "char_acc", "nonspace_acc", "space_collapse")
@@ -46,6 +49,10 @@ class VAETask(Task):
 
         training = split == "train"
         for codes in self.shard_codes(split):
+            if training and len(codes) < 2:
+                # BatchNorm has no variance to estimate from one piece (BatchNorm1d refuses it); the shards
+                # are equal, so every worker skips its last batch alike and DDP stays in step.
+                continue
             if training and self.cfg.loss.roll_std > 0:
                 codes = random_roll(codes, self.cfg.loss.roll_std)
             if not training and self.sample is None:
@@ -53,7 +60,8 @@ class VAETask(Task):
             yield codes
 
     def step(self, model: torch.nn.Module, codes: torch.Tensor, epoch: int):
-        from asciiray.losses import compute_losses, gumbel_tau, metric_pair, reconstruction_sums
+        from asciiray.losses import compute_losses, gumbel_tau
+        from asciiray.metrics import metric_pair, reconstruction_sums
 
         loss = self.cfg.loss
         logp, mu, logvar = model(codes)
@@ -61,7 +69,7 @@ class VAETask(Task):
                                label_smoothing=loss.ce_label_smoothing, renderer=self.renderer,
                                tau=gumbel_tau(epoch, loss.gumbel_tau_r), kl_coeff=loss.kl_coeff,
                                ce_recon_loss_scale=loss.ce_recon_loss_scale,
-                               image_recon_loss_coeff=loss.image_recon_loss_coeff)
+                               image_recon_loss_coeff=loss.image_recon_loss_coeff, image_kind=loss.image_loss)
         stats = {k: metric_pair(v.detach().double() * len(codes), len(codes)) for k, v in terms.items()}
         stats.update(reconstruction_sums(logp.detach(), codes))
         return terms["loss"], stats
@@ -113,7 +121,7 @@ def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequenc
 
     cfg, plan = runner.prepare(cfg, "vae", check, explicit)
     datasets = runner.corpus_datasets(cfg, plan, get_preset(cfg.model.preset).grid)
-    return runner.launch(train_func, cfg, "vae", plan, datasets, ("val/loss", "min"), callbacks)
+    return runner.launch(train_func, cfg, "vae", plan, datasets, CHECKPOINT_SCORE, callbacks)
 
 
 def load(uri_or_dir: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -137,3 +145,21 @@ def reconstruct(model: torch.nn.Module, codes: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         logp, _, _ = model.eval()(torch.from_numpy(codes).to(device))
     return logp.argmax(1).to(torch.uint8).cpu().numpy()
+
+
+def score_checkpoint(uri_or_dir: str, n: int = 0, batch_size: int = 256,
+                     device: str | torch.device = "cpu") -> dict[str, float]:
+    """Every metric of `asciiray.metrics` for a checkpoint (z = mu) on its run's validation pieces.
+
+    The pieces are those its run validated on (same corpus, split and --max-pieces
+    sample), the first `n` of them in id order (0: all), so the figures match the
+    run's own final val/ ones.
+    """
+    from asciiray import charset, data
+    from asciiray.metrics import score
+
+    model, meta = load(uri_or_dir, device)
+    grid, cfg = model.cfg.grid, meta["config"]["data"]
+    texts = data.validation_pieces(meta["corpus"], grid, cfg["validation_prop"], n, cfg["max_pieces"])
+    codes = torch.from_numpy(np.stack([charset.encode(t, grid) for t in texts])).to(device)
+    return score(model, codes.split(batch_size))
