@@ -129,11 +129,15 @@ def datasets(p: CorpusPlan, grid: int, validation_prop: float) -> dict:
     return splits
 
 
+def fitting_pieces(uri: str, grid: int, validation_prop: float | None = None) -> pa.Table:
+    """The corpus's pieces that fit the grid, in id order; given `validation_prop`, its validation split only."""
+    table = corpus.read_table(uri)
+    table = table.filter(pc.and_(pc.less_equal(table["height"], grid), pc.less_equal(table["width"], grid)))
+    if validation_prop is not None:
+        table = table.filter(pa.array(corpus.validation_mask(table["id"], validation_prop)))
+    return table.sort_by("id")
+
+
 def validation_pieces(uri: str, grid: int, validation_prop: float, n: int) -> list[str]:
     """The first `n` validation pieces (in id order) that fit the grid: a stable sample to show."""
-    table = corpus.read_table(uri, columns=["id", "text", "height", "width"])
-    fits = pc.and_(pc.less_equal(table["height"], grid), pc.less_equal(table["width"], grid))
-    table = table.filter(fits)
-    val = table.filter(pa.array(corpus.validation_mask(table["id"].to_numpy(zero_copy_only=False),
-                                                       validation_prop)))
-    return val.sort_by("id")["text"].to_pylist()[:n]
+    return fitting_pieces(uri, grid, validation_prop)["text"].to_pylist()[:n]

@@ -15,6 +15,7 @@ import time
 import urllib.request
 import uuid
 
+import numpy as np
 import pytest
 
 
@@ -84,3 +85,29 @@ def ray_session(s3_server):
     ray.init(num_cpus=2, log_to_driver=True, runtime_env={"env_vars": local_env_vars()})
     yield ray
     ray.shutdown()
+
+
+def make_pieces(n: int, seed: int = 0) -> list[str]:
+    """Distinct small pieces with structure a tiny VAE can learn: framed words and ramps."""
+    rng = np.random.default_rng(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pieces = set()
+    while len(pieces) < n:
+        w = "".join(rng.choice(list(letters), size=rng.integers(3, 9)))
+        border = rng.choice(list("#*=+-"))
+        line = border * (len(w) + 4)
+        pieces.add("\n".join([line, f"{border} {w} {border}", line]))
+    return sorted(pieces)
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> str:
+    from asciiray.corpus import CorpusBuilder
+
+    out = tmp_path_factory.mktemp("corpus") / "tiny"
+    builder = CorpusBuilder()
+    for i, text in enumerate(make_pieces(240)):
+        builder.add(text, ["test", str(i % 3)], "files")
+    builder.add("x" * 40 + "\n" + "y" * 40 + "\nzzz", ["test", "wide"], "files")
+    builder.write(str(out))
+    return str(out)

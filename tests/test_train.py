@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,32 +18,6 @@ from asciiray.cli import main
 from asciiray.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-def make_pieces(n: int, seed: int = 0) -> list[str]:
-    """Distinct small pieces with structure a tiny VAE can learn: framed words and ramps."""
-    rng = np.random.default_rng(seed)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    pieces = set()
-    while len(pieces) < n:
-        w = "".join(rng.choice(list(letters), size=rng.integers(3, 9)))
-        border = rng.choice(list("#*=+-"))
-        line = border * (len(w) + 4)
-        pieces.add("\n".join([line, f"{border} {w} {border}", line]))
-    return sorted(pieces)
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory) -> str:
-    from asciiray.corpus import CorpusBuilder
-
-    out = tmp_path_factory.mktemp("corpus") / "tiny"
-    builder = CorpusBuilder()
-    for i, text in enumerate(make_pieces(240)):
-        builder.add(text, ["test", str(i % 3)], "files")
-    builder.add("x" * 40 + "\n" + "y" * 40 + "\nzzz", ["test", "wide"], "files")
-    builder.write(str(out))
-    return str(out)
 
 
 def config(tmp_path, corpus: str, **kw):

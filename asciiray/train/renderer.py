@@ -31,10 +31,10 @@ import torch.nn.functional as F
 
 from asciiray import render
 from asciiray.charset import NUM_CHARS, SPACE
+from asciiray.checkpoint import load_model
 from asciiray.errors import UserError
 from asciiray.models import NeuralRenderer, RendererConfig, get_renderer_preset, one_hot
 from asciiray.render import NEURAL_PREFIX, Renderer, glyph_atlas, render_codes, render_probs
-from asciiray.train import checkpoint
 from asciiray.train.loop import Task, run
 from asciiray.train.options import RendererTrainConfig
 
@@ -239,18 +239,8 @@ def train_renderer(cfg: RendererTrainConfig, explicit: set[str] = frozenset(), c
 
 def load_renderer(uri_or_dir: str, device: str | torch.device = "cpu") -> NeuralRenderer:
     """A trained neural renderer from a checkpoint (local or S3), frozen: eval mode, no gradients to its weights."""
-    with checkpoint.opened(uri_or_dir) as d:
-        meta = checkpoint.load_meta(d)
-        if meta.get("kind") != "renderer":
-            raise UserError(f"{uri_or_dir} is a {meta.get('kind')} checkpoint, not a renderer checkpoint: "
-                            f"train one with `asciiray train-renderer`")
-        try:
-            cfg = RendererConfig(**meta["model"])
-        except (KeyError, TypeError) as exc:
-            raise UserError(f"{uri_or_dir}: its renderer config is unreadable ({exc}); retrain it with this "
-                            f"version of asciiray") from None
-        model = NeuralRenderer(cfg)
-        checkpoint.load_weights(d, model)
+    model = load_model(uri_or_dir, "renderer", lambda model: NeuralRenderer(RendererConfig(**model)),
+                       "train one with `asciiray train-renderer`")
     return model.to(device).requires_grad_(False).eval()
 
 

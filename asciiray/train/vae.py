@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from asciiray.charset import decode, side_by_side
+from asciiray.charset import crop_texts, side_by_side
 from asciiray.train.loop import Task
 from asciiray.train.options import TrainConfig
 
@@ -31,7 +31,6 @@ class VAETask(Task):
                                    config["space_deemph"]).to(device)
         self.renderer = make_renderer(config["renderer"], config["font_res"], config["font_zoom"]).to(device)
         self.renderer.requires_grad_(False).eval()
-        self.display = make_renderer("discrete", config["font_res"], config["font_zoom"]).to(device)
         self.sample: torch.Tensor | None = None
 
     def build_model(self) -> torch.nn.Module:
@@ -73,16 +72,16 @@ class VAETask(Task):
     def show(self, model: torch.nn.Module, writer: Any, epoch: int) -> str | None:
         if self.sample is None:
             return None
-        from asciiray.render import pair_image
+        from asciiray.render import pairs_picture
 
         model.eval()
         with torch.no_grad():
             logp, _, _ = model(self.sample)
-        recon = logp.argmax(1)[0]
-        text = side_by_side(decode(self.sample[0].cpu().numpy()), decode(recon.cpu().numpy()))
+        pair = np.stack([self.sample[0].cpu().numpy(), logp.argmax(1)[0].cpu().numpy()])
+        text = side_by_side(*crop_texts(pair))
         if writer is not None:
-            image = pair_image(self.sample[0], recon, self.display.atlas)
-            writer.add_image("val/input_reconstruction", image, epoch, dataformats="HW")
+            writer.add_image("val/input_reconstruction", np.asarray(pairs_picture(pair[:1], pair[1:])), epoch,
+                             dataformats="HW")
             writer.add_text("val/input_reconstruction", "    " + text.replace("\n", "\n    "), epoch)
         return text
 
@@ -112,26 +111,3 @@ def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequenc
     cfg = runner.prepare(cfg, "vae", explicit, check)
     plan, datasets = runner.corpus_datasets(cfg, get_preset(cfg.preset).grid)
     return runner.launch(train_func, cfg, {"char_freq": plan.char_freq}, datasets, callbacks)
-
-
-def load(uri_or_dir: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A trained VAE and its metadata from a checkpoint (local or S3), in eval mode."""
-    from asciiray.errors import UserError
-    from asciiray.models import VAE, VAEConfig
-    from asciiray.train import checkpoint
-
-    with checkpoint.opened(uri_or_dir) as d:
-        meta = checkpoint.load_meta(d)
-        if meta.get("kind") != "vae":
-            raise UserError(f"{uri_or_dir} is a {meta.get('kind')} checkpoint, not a VAE checkpoint")
-        model = VAE(VAEConfig(**meta["model"]))
-        checkpoint.load_weights(d, model)
-    return model.to(device).eval(), meta
-
-
-def reconstruct(model: torch.nn.Module, codes: np.ndarray) -> np.ndarray:
-    """Deterministic reconstructions (z = mu) of code grids [N, S, S], as code grids."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        logp, _, _ = model.eval()(torch.from_numpy(codes).to(device))
-    return logp.argmax(1).to(torch.uint8).cpu().numpy()
