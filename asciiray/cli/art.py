@@ -158,8 +158,6 @@ def run_sample(args: argparse.Namespace) -> int:
 def run_interpolate(args: argparse.Namespace) -> int:
     from asciiray.render import frame_pictures, save_picture, strip_picture
 
-    if args.steps < 2:
-        raise UserError(f"--steps {args.steps}: an interpolation has at least 2 frames (its two ends)")
     if args.frame_ms < 1:
         raise UserError(f"--frame-ms {args.frame_ms}: a frame shows for at least 1 ms")
     vae = load(args)
@@ -167,14 +165,16 @@ def run_interpolate(args: argparse.Namespace) -> int:
     frames = vae.interpolate(a, b, args.steps, "slerp" if args.slerp else "linear")
     k = args.steps
     labels = [f"{i + 1}/{k}" + (f" {name_a}" if i == 0 else f" {name_b}" if i == k - 1 else "") for i in range(k)]
-    pictures = frame_pictures(frames.codes, labels) if args.gif or args.png else []
+    pictures = frame_pictures(frames.codes, labels)
     for label, text in zip(labels, frames.aligned_texts):
         print(f"\n== frame {label}")
         print(text)
-    for path, picture in ((args.gif, pictures), (args.png, strip_picture(pictures) if args.png else None)):
-        if path:
-            save_picture(path, picture, args.frame_ms)
-            print(f"saved {path}")
+    if args.gif:
+        save_picture(args.gif, pictures, args.frame_ms)
+        print(f"saved {args.gif}")
+    if args.png:
+        save_picture(args.png, strip_picture(pictures))
+        print(f"saved {args.png}")
     return 0
 
 
@@ -184,13 +184,13 @@ def run_explore(args: argparse.Namespace) -> int:
     from asciiray.cli.explorer import POOL, Explorer, Settings
     from asciiray.inference import check_temperature
 
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UserError("explore draws on a terminal: run it in one (stdin or stdout is not a terminal)")
     settings = Settings(frame_rate=args.frame_rate, steps=args.steps, hold=args.hold, smooth=args.smooth,
                         path="slerp" if args.slerp else "linear", temperature=args.temperature,
                         seed=args.seed if args.seed is not None else random.randrange(2**31), save_dir=args.save_dir)
     settings.check()
     check_temperature(args.temperature)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError("explore draws on a terminal: run it in one (stdin or stdout is not a terminal)")
     vae = load(args)
     if args.files:
         named = [vae.piece(f) for f in args.files]

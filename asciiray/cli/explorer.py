@@ -107,15 +107,15 @@ class Explorer:
             self.paused = True
             self.tick()
         elif key == ord("s"):
-            self.note, self.note_until = f"saved {self.save()}", time.monotonic() + NOTE_S
+            self.note, self.note_until = f"saved {self.save().rsplit('/', 1)[-1]}", time.monotonic() + NOTE_S
         return True
 
     def status(self) -> str:
         t = self.tour
         where = (f"at {t.b.name}  hold {t.held}/{t.hold}" if t.arrived
                  else f"{t.a.name} -> {t.b.name}  step {t.k}/{t.steps}")
-        state = "  PAUSED" if self.paused else ""
-        return f" {where}  t={self.temperature:.1f}  {self.settings.frame_rate:g} fps{state}  |  {self.note if time.monotonic() < self.note_until else HELP}"
+        notes = ["PAUSED"] * self.paused + [self.note] * (time.monotonic() < self.note_until)
+        return f" {'  '.join([where, *notes])}  |  t={self.temperature:.1f}  {self.settings.frame_rate:g} fps  |  {HELP}"
 
     def draw(self, screen: curses.window) -> None:
         screen.erase()
