@@ -125,8 +125,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"-n {args.n}: show at least one piece")
     print_pairs(reconstruction_pairs(load(args), args.files, args.n, args.png))
-    if args.png:
-        print(f"\nsaved {args.png}")
+    print_written([args.png] if args.png else [])
     return 0
 
 
@@ -148,11 +147,16 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.out:
         for i, text in enumerate(pieces.texts):
             storage.write_bytes(storage.join(args.out, f"sample-{i + 1:03d}.txt"), (text + "\n").encode())
-        print(f"\nwrote {args.n} pieces to {args.out}")
     if picture is not None:
         save_picture(args.png, picture)
-        print(f"saved {args.png}")
+    print_written([f"{args.n} pieces in {args.out}"] * bool(args.out) + [args.png] * bool(args.png))
     return 0
+
+
+def print_written(paths: list[str]) -> None:
+    """What a command wrote, after a blank line."""
+    if paths:
+        print("\n" + "\n".join(f"wrote {p}" for p in paths))
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
@@ -171,10 +175,9 @@ def run_interpolate(args: argparse.Namespace) -> int:
         print(text)
     if args.gif:
         save_picture(args.gif, pictures, args.frame_ms)
-        print(f"saved {args.gif}")
     if args.png:
         save_picture(args.png, strip_picture(pictures))
-        print(f"saved {args.png}")
+    print_written([p for p in (args.gif, args.png) if p])
     return 0
 
 
@@ -189,13 +192,13 @@ def run_explore(args: argparse.Namespace) -> int:
                         seed=args.seed if args.seed is not None else random.randrange(2**31), save_dir=args.save_dir)
     settings.check()
     check_temperature(args.temperature)
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UserError("explore draws on a terminal: run it in one (stdin or stdout is not a terminal)")
     vae = load(args)
     if args.files:
         named = [vae.piece(f) for f in args.files]
     else:
         named = [(p.id[:12], p.text) for p in vae.random_corpus_pieces(POOL, random.Random(settings.seed))]
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError("explore draws on a terminal: run it in one (stdin or stdout is not a terminal)")
     return Explorer(vae, named, settings).run()
 
 
