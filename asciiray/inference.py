@@ -49,9 +49,6 @@ class Pieces:
         """The texts cropped to the union of all their ink, so that they line up (frames of a morph)."""
         return charset.crop_texts(self.codes)
 
-    def __len__(self) -> int:
-        return len(self.codes)
-
 
 @dataclass
 class CorpusPiece:

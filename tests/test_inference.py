@@ -102,6 +102,7 @@ def test_load_sample_reconstruct_interpolate(ckpt):
     first, again = vae.sample(3, 0.5, seed=7), vae.sample(3, 0.5, seed=7)
     assert first.codes.shape == (3, 16, 16) and np.array_equal(first.codes, again.codes)
     assert torch.equal(vae.prior(2, 2.0, seed=1), 2 * vae.prior(2, 1.0, seed=1))
+    assert not torch.equal(vae.prior(2, seed=1), vae.prior(2, seed=2))
 
     for path in ("linear", "slerp"):
         frames = vae.interpolate(PIECE, "o", steps=5, path=path)

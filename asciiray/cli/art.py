@@ -8,84 +8,93 @@ from __future__ import annotations
 
 import argparse
 import random
+import textwrap
 
 from asciiray.errors import UserError
 
 CHECKPOINT_HELP = "a run directory (its latest checkpoint), a checkpoint directory or an exported model; local or s3://"
 PIECE_HELP = "a text file, or the id (at least its first 6 hex digits) of a piece of the model's corpus"
-FORMAT = argparse.ArgumentDefaultsHelpFormatter
+DEFAULT = " (default: %(default)s)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    common.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     common.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
 
-    r = sub.add_parser("reconstruct", parents=[common], formatter_class=FORMAT,
-                       help="print input | reconstruction from a VAE checkpoint",
-                       description="Print input | reconstruction for text files, or for validation pieces of the "
-                                   "corpus the model was trained on (their ids are printed too).")
-    r.add_argument("files", nargs="*", help="text files, one piece each (default: validation pieces)")
-    r.add_argument("-n", type=int, default=3, help="validation pieces to show when no file is given")
-    r.add_argument("--png", help="also draw the pairs into one PNG (local path or s3://)")
-    r.set_defaults(func=run_reconstruct)
+    def command(name: str, func, help: str, description: str, examples: str) -> argparse.ArgumentParser:
+        paragraphs = "\n\n".join(textwrap.fill(part, 79) for part in description.split("\n\n"))
+        p = sub.add_parser(name, parents=[common], help=help, description=paragraphs,
+                           epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
 
-    s = sub.add_parser("sample", parents=[common], formatter_class=FORMAT, help="draw new pieces from the prior",
-                       description="Decode N latents drawn from N(0, t^2 I) into new pieces and print them, "
-                                   "cropped to their ink. A seed draws the same pieces again.")
-    s.add_argument("-n", type=int, default=8, help="pieces to draw")
-    s.add_argument("--temperature", "-t", type=float, default=1.0, help="t: the prior's standard deviation")
+    r = command("reconstruct", run_reconstruct, "print input | reconstruction from a VAE checkpoint",
+                "Print input | reconstruction for text files, or for validation pieces of the corpus the model "
+                "was trained on (with their ids), each pair cropped to its ink.",
+                "  asciiray reconstruct runs/my-run -n 5 --png pairs.png\n"
+                "  asciiray reconstruct s3://bucket/runs/my-run my_piece.txt\n")
+    r.add_argument("files", nargs="*", help="text files, one piece each (default: validation pieces)")
+    r.add_argument("-n", type=int, default=3, help="validation pieces to show when no file is given" + DEFAULT)
+    r.add_argument("--png", help="also draw the pairs into one PNG (local path or s3://)")
+
+    s = command("sample", run_sample, "draw new pieces from the prior",
+                "Decode N latents drawn from N(0, t^2 I) into new pieces and print them, cropped to their ink. "
+                "The same --seed draws the same pieces again.",
+                "  asciiray sample runs/my-run -n 8 --temperature 0.8 --png samples.png\n"
+                "  asciiray sample exported-model -n 100 --seed 1 --out samples/\n")
+    s.add_argument("-n", type=int, default=8, help="pieces to draw" + DEFAULT)
+    s.add_argument("--temperature", "-t", type=float, default=1.0, help="t, the prior's standard deviation" + DEFAULT)
     s.add_argument("--seed", type=int, help="random seed (default: a fresh one, printed)")
     s.add_argument("--png", help="draw the pieces into one contact sheet PNG (local path or s3://)")
-    s.add_argument("--out", help="write each piece to DIR/sample-NNN.txt (local path or s3://)")
-    s.set_defaults(func=run_sample)
+    s.add_argument("--out", metavar="DIR", help="write each piece to DIR/sample-NNN.txt (local path or s3://)")
 
-    i = sub.add_parser("interpolate", parents=[common], formatter_class=FORMAT,
-                       help="morph one piece into another through latent space",
-                       description="Encode pieces A and B, walk from one latent to the other in K frames and "
-                                   "print each frame; the first and last frames are the reconstructions of A and B.")
+    i = command("interpolate", run_interpolate, "morph one piece into another through latent space",
+                "Encode pieces A and B, walk from one latent to the other in K frames and print each frame; "
+                "the first and last frames are the reconstructions of A and B.",
+                "  asciiray interpolate runs/my-run cat.txt dog.txt --steps 12 --gif morph.gif\n"
+                "  asciiray interpolate runs/my-run 3fa2b1c09d7e 8c01de55aa02 --slerp --png strip.png\n")
     i.add_argument("a", metavar="A", help=PIECE_HELP)
     i.add_argument("b", metavar="B", help=PIECE_HELP)
-    i.add_argument("--steps", "-k", type=int, default=8, help="frames, both ends included")
+    i.add_argument("--steps", "-k", type=int, default=8, help="frames, both ends included" + DEFAULT)
     i.add_argument("--slerp", action="store_true", help="walk the great circle instead of the straight line")
     i.add_argument("--gif", help="write the frames as an animated GIF (local path or s3://)")
     i.add_argument("--png", help="write the frames as one strip PNG (local path or s3://)")
-    i.add_argument("--frame-ms", type=int, default=150, help="milliseconds a GIF frame shows (the ends 4x longer)")
-    i.set_defaults(func=run_interpolate)
+    i.add_argument("--frame-ms", type=int, default=150, help="milliseconds a GIF frame shows, the ends 4x" + DEFAULT)
 
-    e = sub.add_parser("explore", parents=[common], formatter_class=FORMAT,
-                       help="wander the latent space in a full-screen terminal",
-                       description="A full-screen explorer: it glides between random encoded pieces of the "
-                                   "model's corpus (or of --files), decoding one frame at a time. Keys: space "
-                                   "pause/resume, n next random piece, p a prior sample instead, +/- temperature "
-                                   "of prior samples, . one frame, s save the frame to a .txt, q quit.")
+    e = command("explore", run_explore, "wander the latent space in a full-screen terminal",
+                "A full-screen terminal explorer: it glides between random encoded pieces of the model's corpus "
+                "(or of --files), decoding one frame at a time, and holds at each.\n\nkeys: space pause/resume, "
+                "n next random piece, p a prior sample instead, +/- temperature of prior samples, . one frame on "
+                "(pauses), s save the frame to a .txt, q quit.",
+                "  asciiray explore runs/my-run --smooth --slerp\n"
+                "  asciiray explore exported-model --files a.txt b.txt c.txt --frame-rate 20 --hold 3\n")
     e.add_argument("--files", nargs="+", metavar="PIECE", help=f"pieces to visit instead of the corpus: {PIECE_HELP}")
-    e.add_argument("--frame-rate", type=float, default=12.0, help="frames per second")
-    e.add_argument("--steps", type=int, default=24, help="frames from one piece to the next")
-    e.add_argument("--hold", type=float, default=1.5, help="seconds to stay at each piece")
+    e.add_argument("--frame-rate", type=float, default=12.0, help="frames per second" + DEFAULT)
+    e.add_argument("--steps", type=int, default=24, help="frames from one piece to the next" + DEFAULT)
+    e.add_argument("--hold", type=float, default=1.5, help="seconds to stay at each piece" + DEFAULT)
     e.add_argument("--smooth", action="store_true", help="ease in and out of each piece instead of a constant speed")
     e.add_argument("--slerp", action="store_true", help="glide along great circles instead of straight lines")
-    e.add_argument("--temperature", "-t", type=float, default=1.0, help="prior samples' standard deviation (keys +/-)")
+    e.add_argument("--temperature", "-t", type=float, default=1.0,
+                   help="standard deviation of prior samples (keys +/-)" + DEFAULT)
     e.add_argument("--seed", type=int, help="random seed of the pieces and prior samples visited")
-    e.add_argument("--save-dir", default=".", help="where s saves frames (explore-NNN.txt)")
-    e.set_defaults(func=run_explore)
+    e.add_argument("--save-dir", default=".", help="where s saves frames as explore-NNN.txt" + DEFAULT)
 
-    m = sub.add_parser("embed", parents=[common], formatter_class=FORMAT,
-                       help="show the latent space in TensorBoard's projector",
-                       description="Encode validation pieces of the model's corpus and write their mu, labels "
-                                   "and pictures for TensorBoard's projector (`asciiray train` does this at the end "
-                                   "of a run). Then: tensorboard --logdir LOGDIR, Projector tab.")
-    m.add_argument("--logdir", help="TensorBoard directory (default: the run's tensorboard/)")
-    m.add_argument("-n", type=int, default=1000, help="validation pieces to embed, in id order")
-    m.set_defaults(func=run_embed)
+    m = command("embed", run_embed, "show the latent space in TensorBoard's projector",
+                "Encode validation pieces of the model's corpus and write their mu, labels and pictures for "
+                "TensorBoard's projector (`asciiray train` does this at the end of a run).",
+                "  asciiray embed runs/my-run && tensorboard --logdir runs/my-run/tensorboard   # Projector tab\n"
+                "  asciiray embed exported-model --logdir tb/ -n 2000\n")
+    m.add_argument("--logdir", help="TensorBoard directory, local or s3:// (default: the run's tensorboard/)")
+    m.add_argument("-n", type=int, default=1000, help="validation pieces to embed, in id order" + DEFAULT)
 
-    x = sub.add_parser("export", parents=[common], formatter_class=FORMAT,
-                       help="write a self-contained model directory",
-                       description="Write model.safetensors, config.json (model config, grid, charset, training "
-                                   "metadata) and a README.md model card into OUT, a new directory (local or "
-                                   "s3://). Every command here loads it, with no run, Ray or corpus around it.")
-    x.add_argument("out", metavar="OUT", help="the directory to create")
-    x.set_defaults(func=run_export)
+    x = command("export", run_export, "write a self-contained model directory",
+                "Write model.safetensors, config.json (model config, grid, charset, training metadata) and a "
+                "README.md model card into OUT, a new directory. Every command here, and the inference API, "
+                "loads it with no run, Ray or corpus around it.",
+                "  asciiray export runs/my-run models/cats\n"
+                "  asciiray export s3://bucket/runs/my-run s3://bucket/models/cats\n")
+    x.add_argument("out", metavar="OUT", help="the directory to create, local or s3://")
 
 
 def load(args: argparse.Namespace):
@@ -197,6 +206,8 @@ def run_explore(args: argparse.Namespace) -> int:
         named = [vae.piece(f) for f in args.files]
     else:
         named = [(p.id[:12], p.text) for p in vae.random_corpus_pieces(POOL, random.Random(settings.seed))]
+    if not named:
+        raise UserError(f"the corpus {vae.meta.get('corpus')} has no piece that fits the model's grid: pass --files")
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UserError("explore draws on a terminal: run it in one (stdin or stdout is not a terminal)")
     return Explorer(vae, named, settings).run()
