@@ -113,28 +113,36 @@ def _encode_each(texts: Sequence[str], size: int) -> np.ndarray:
 
 
 def decode(grid: np.ndarray) -> str:
-    """Text of a code grid [S, S], normalised (the centring padding goes away)."""
-    grid = np.asarray(grid)
-    if grid.ndim != 2 or grid.max(initial=0) >= NUM_CHARS:
-        raise ValueError(f"expected a 2-D grid of codes below {NUM_CHARS}, got shape {grid.shape}")
-    rows = ["".join(ALPHABET[c] for c in row) for row in grid.tolist()]
-    return normalize("\n".join(rows))
+    """Text of a code grid [S, S], cropped to its ink (the centring padding goes away)."""
+    return crop_texts(np.asarray(grid)[None])[0]
 
 
-def ink_box(grid: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
-    """Rows and columns of a grid's inked cells, widened by `margin` cells (the whole grid if blank)."""
-    grid = np.asarray(grid)
-    rows, cols = np.nonzero(grid != SPACE)
+def ink_box(grids: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
+    """Rows and columns of the cells that hold ink in any of `grids` [N, S, S], widened by `margin` cells
+    within the grid; the centre cell when there is no ink at all."""
+    grids = np.asarray(grids)
+    if grids.ndim != 3 or grids.max(initial=0) >= NUM_CHARS:
+        raise ValueError(f"expected [N, S, S] grids of codes below {NUM_CHARS}, got shape {grids.shape}")
+    ink = (grids != SPACE).any(0)
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
     if not len(rows):
-        return slice(0, grid.shape[0]), slice(0, grid.shape[1])
-    return (slice(max(0, rows.min() - margin), rows.max() + 1 + margin),
-            slice(max(0, cols.min() - margin), cols.max() + 1 + margin))
+        rows = cols = np.array([grids.shape[1] // 2])
+    return (slice(max(0, rows[0] - margin), min(grids.shape[1], rows[-1] + 1 + margin)),
+            slice(max(0, cols[0] - margin), min(grids.shape[2], cols[-1] + 1 + margin)))
+
+
+def crop_texts(grids: np.ndarray) -> list[str]:
+    """Texts of code grids [N, S, S], all cropped to the union of their ink, so they line up
+    (a pair side by side, the frames of an interpolation); blank rows inside the box are kept."""
+    box = ink_box(grids)
+    return [_rows(grid[box]) for grid in np.asarray(grids)]
 
 
 def pair_text(original: np.ndarray, output: np.ndarray, margin: int = 1) -> str:
     """An input and a model's output side by side, both cut to the input's ink plus `margin` cells, so a
     five-line piece shows as about five lines; ink the output put outside that window is counted."""
-    box = ink_box(original, margin)
+    original, output = np.asarray(original), np.asarray(output)
+    box = ink_box(original[None], margin)
     outside = int((np.asarray(output) != SPACE).sum() - (np.asarray(output)[box] != SPACE).sum())
     text = side_by_side(_rows(original[box]), _rows(output[box]))
     return text + (f"\n({outside} more inked cells outside this window)" if outside else "")

@@ -128,17 +128,23 @@ def datasets(p: CorpusPlan, grid: int, validation_prop: float) -> dict:
     return splits
 
 
+def fitting_pieces(uri: str, grid: int, validation_prop: float | None = None, max_pieces: int = 0) -> pa.Table:
+    """The corpus's pieces that fit the grid, in id order: with `max_pieces`, the run's --max-pieces sample
+    (`plan`'s); given `validation_prop`, its validation split only."""
+    table = corpus.read_table(uri)
+    table = table.filter(pc.and_(pc.less_equal(table["height"], grid), pc.less_equal(table["width"], grid)))
+    if max_pieces and max_pieces < table.num_rows:
+        table = sample(table, max_pieces)
+    if validation_prop is not None:
+        table = table.filter(pa.array(corpus.validation_mask(table["id"].to_numpy(zero_copy_only=False),
+                                                             validation_prop)))
+    return table.sort_by("id")
+
+
 def validation_pieces(uri: str, grid: int, validation_prop: float, n: int, max_pieces: int = 0) -> list[str]:
     """The first `n` (0: all) validation pieces, in id order, that fit the grid: a stable sample to show.
 
-    With `max_pieces`, only those of the run's --max-pieces sample (`plan`'s), so they are its validation pieces.
+    With `max_pieces`, only those of the run's --max-pieces sample, so they are its validation pieces.
     """
-    table = corpus.read_table(uri, columns=["id", "text", "height", "width"])
-    fits = pc.and_(pc.less_equal(table["height"], grid), pc.less_equal(table["width"], grid))
-    table = table.filter(fits)
-    if max_pieces and max_pieces < table.num_rows:
-        table = sample(table, max_pieces)
-    val = table.filter(pa.array(corpus.validation_mask(table["id"].to_numpy(zero_copy_only=False),
-                                                       validation_prop)))
-    texts = val.sort_by("id")["text"].to_pylist()
+    texts = fitting_pieces(uri, grid, validation_prop, max_pieces)["text"].to_pylist()
     return texts[:n] if n else texts

@@ -1,8 +1,9 @@
 """Glyph atlas and the renderers that turn character grids into images.
 
-Images use ink = 1 on background = 0 everywhere in the library, so a rendered
-grid is an ink map a loss can compare; only `save_png` flips it to dark ink on
-white paper for people.
+Training renders use ink = 1 on background = 0, so a rendered grid is an ink
+map a loss can compare. Pictures for people (the second half) are drawn
+apart, at a display size: dark ink on white paper, cropped to the ink,
+labelled.
 
 The atlas comes from DejaVu Sans Mono as shipped inside matplotlib, rasterised
 with Pillow/FreeType, so no system font is needed and every machine renders
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Sequence
+import math
 from pathlib import Path
 
 import matplotlib
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from asciiray import storage
-from asciiray.charset import ALPHABET, NUM_CHARS, SPACE
+from asciiray.charset import ALPHABET, NUM_CHARS, SPACE, ink_box
 from asciiray.errors import UserError
 
 FONT_PATH = Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSansMono.ttf"
@@ -98,22 +99,28 @@ def glyph_atlas(font_res: int = 8, font_zoom: float = 1.0) -> torch.Tensor:
         raise UserError(f"font_res = {font_res!r} is too small: use an integer of at least 2 pixels per cell")
     if not font_zoom > 0:
         raise UserError(f"font_zoom = {font_zoom!r} must be positive: use e.g. 1.0")
-    height = font_res * _SUPERSAMPLE
+    return torch.from_numpy(_rasterise(font_res, font_res, font_zoom))
+
+
+def _rasterise(width: int, height: int, font_zoom: float = 1.0) -> np.ndarray:
+    """[95, height, width] float32 ink maps: one character cell of the font (advance width x line height)
+    stretched to width x height pixels, the glyph scaled by `font_zoom` about the cell centre."""
+    tall = height * _SUPERSAMPLE
     unit = ImageFont.truetype(str(FONT_PATH), 1000)
     ascent, descent = unit.getmetrics()
-    size = height * 1000 / (ascent + descent)
-    width = max(1, round(unit.getlength("M") * size / 1000))
+    size = tall * 1000 / (ascent + descent)
+    wide = max(1, round(unit.getlength("M") * size / 1000))
     font = ImageFont.truetype(str(FONT_PATH), max(1, round(size * font_zoom)))
-    glyphs = np.zeros((NUM_CHARS, font_res, font_res), dtype=np.float32)
+    glyphs = np.zeros((NUM_CHARS, height, width), dtype=np.float32)
     for code, char in enumerate(ALPHABET):
         if code == SPACE:
             continue
-        canvas = Image.new("L", (width, height), 0)
+        canvas = Image.new("L", (wide, tall), 0)
         # Anchor "mm": the middle of the advance and of ascender..descender, i.e. the cell centre.
-        ImageDraw.Draw(canvas).text((width / 2, height / 2), char, fill=255, font=font, anchor="mm")
-        small = canvas.resize((font_res, font_res), Image.Resampling.BOX)
+        ImageDraw.Draw(canvas).text((wide / 2, tall / 2), char, fill=255, font=font, anchor="mm")
+        small = canvas.resize((width, height), Image.Resampling.BOX)
         glyphs[code] = np.asarray(small, dtype=np.float32) / 255.0
-    return torch.from_numpy(glyphs)
+    return glyphs
 
 
 def render_codes(codes: torch.Tensor, atlas: torch.Tensor) -> torch.Tensor:
@@ -205,50 +212,122 @@ ATLAS_RENDERERS: dict[str, type[Renderer]] = {"continuous": ContinuousRenderer, 
 NEURAL_PREFIX = "neural:"
 
 
-def _to_numpy(image: np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(image, torch.Tensor):
-        image = image.detach().to("cpu", torch.float32).numpy()
-    return np.asarray(image, dtype=np.float32)
+# Pictures for people: drawn at a display size of their own, whatever the training font_res, glyphs in the
+# font's own proportions (cells about twice as tall as wide, as in a terminal), cropped to the ink, labelled.
+DISPLAY_CELL_WIDTH = 10
+LABEL_SIZE = 13
+_GAP = 12
+_PAPER, _RULE, _LABEL = 255, 200, 90
 
 
-def save_png(path: str, image: np.ndarray | torch.Tensor) -> None:
-    """Write an ink image [H, W] in [0, 1] as an 8-bit grayscale PNG, dark ink on white.
+@functools.lru_cache(maxsize=None)
+def display_atlas(cell_width: int = DISPLAY_CELL_WIDTH) -> np.ndarray:
+    """[95, h, w] float32 ink maps for pictures: w = cell_width pixels, h as the font's line height."""
+    unit = ImageFont.truetype(str(FONT_PATH), 1000)
+    ascent, descent = unit.getmetrics()
+    return _rasterise(cell_width, round(cell_width * (ascent + descent) / unit.getlength("M")))
 
-    `path` may be a local path or an s3:// URI.
-    """
-    array = _to_numpy(image)
-    if array.ndim != 2:
-        raise ValueError(f"expected an image of shape [H, W], got {list(array.shape)}")
-    pixels = np.round((1.0 - np.clip(array, 0.0, 1.0)) * 255.0).astype(np.uint8)
+
+def _draw(grid: np.ndarray, box: tuple[slice, slice]) -> Image.Image:
+    """The cells of `box` of a code grid [S, S], dark ink on paper, with a margin of one cell width."""
+    atlas = display_atlas()
+    _, h, w = atlas.shape
+    tiles = atlas[np.asarray(grid)[box].astype(np.int64)]  # [R, C, h, w]
+    rows, cols = tiles.shape[:2]
+    ink = tiles.transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+    pixels = np.round((1.0 - np.clip(ink, 0.0, 1.0)) * 255.0).astype(np.uint8)
+    return Image.fromarray(np.pad(pixels, w, constant_values=_PAPER), mode="L")
+
+
+def _labelled(image: Image.Image, label: str) -> Image.Image:
+    """The label above the image, both at the left."""
+    font = ImageFont.truetype(str(FONT_PATH), LABEL_SIZE)
+    height = LABEL_SIZE + 6
+    out = Image.new("L", (max(image.width, round(font.getlength(label)) + 8), image.height + height), _PAPER)
+    ImageDraw.Draw(out).text((4, 3), label, fill=_LABEL, font=font)
+    out.paste(image, (0, height))
+    return out
+
+
+def _row(images: list[Image.Image], rule: bool = False) -> Image.Image:
+    """Images side by side, tops aligned, a gap (with a thin grey rule, if asked) between them."""
+    width = sum(i.width for i in images) + _GAP * (len(images) - 1)
+    out = Image.new("L", (width, max(i.height for i in images)), _PAPER)
+    x = 0
+    for n, image in enumerate(images):
+        if n and rule:
+            ImageDraw.Draw(out).line([(x - _GAP // 2, 0), (x - _GAP // 2, out.height)], fill=_RULE)
+        out.paste(image, (x, 0))
+        x += image.width + _GAP
+    return out
+
+
+def stack_pictures(images: list[Image.Image]) -> Image.Image:
+    """Pictures one under the other, left-aligned."""
+    out = Image.new("L", (max(i.width for i in images), sum(i.height for i in images)), _PAPER)
+    y = 0
+    for image in images:
+        out.paste(image, (0, y))
+        y += image.height
+    return out
+
+
+def pairs_picture(inputs: np.ndarray, outputs: np.ndarray, names: list[str] | None = None) -> Image.Image:
+    """Input | output rows of code grids [N, S, S], each pair cropped to the union of its ink, labelled
+    (and titled with its name, if given)."""
+    rows = []
+    for i, (a, b) in enumerate(zip(inputs, outputs)):
+        box = ink_box(np.stack([a, b]))
+        row = _row([_labelled(_draw(a, box), "input"), _labelled(_draw(b, box), "reconstruction")], rule=True)
+        rows.append(_labelled(row, names[i]) if names else row)
+    return stack_pictures(rows)
+
+
+def sheet_picture(grids: np.ndarray, labels: list[str], columns: int = 0) -> Image.Image:
+    """A contact sheet: each grid cropped to its own ink and labelled, in slots of one size, `columns` a row
+    (0: about square)."""
+    panels = [_labelled(_draw(g, ink_box(g[None])), label) for g, label in zip(grids, labels)]
+    columns = columns or max(1, math.ceil(math.sqrt(len(panels))))
+    slot_w, slot_h = max(p.width for p in panels), max(p.height for p in panels)
+    slots = []
+    for panel in panels:
+        slot = Image.new("L", (slot_w, slot_h), _PAPER)
+        slot.paste(panel, ((slot_w - panel.width) // 2, 0))
+        slots.append(slot)
+    return stack_pictures([_row(slots[i:i + columns], rule=True) for i in range(0, len(slots), columns)])
+
+
+def frame_pictures(grids: np.ndarray, labels: list[str]) -> list[Image.Image]:
+    """Frames of one size: every grid cropped to the union of all their ink (nothing jumps), labelled."""
+    box = ink_box(grids)
+    return [_labelled(_draw(g, box), label) for g, label in zip(grids, labels)]
+
+
+def strip_picture(frames: list[Image.Image]) -> Image.Image:
+    """Frames in one row."""
+    return _row(frames)
+
+
+def thumbnails(grids: np.ndarray, size: int) -> np.ndarray:
+    """[N, 3, size, size] float32 images in [0, 1] (white paper): each grid cropped to its ink, shrunk
+    to fit the square if need be, centred. TensorBoard's projector sprites."""
+    out = np.ones((len(grids), 3, size, size), dtype=np.float32)
+    for i, grid in enumerate(grids):
+        image = _draw(grid, ink_box(grid[None]))
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        top, left = (size - image.height) // 2, (size - image.width) // 2
+        out[i, :, top:top + image.height, left:left + image.width] = np.asarray(image, dtype=np.float32) / 255.0
+    return out
+
+
+def save_picture(path: str, picture: Image.Image | list[Image.Image], frame_ms: int = 150) -> None:
+    """A picture as PNG, or frames as a looping GIF whose first and last frames are held longer;
+    `path` is a local path or an s3:// URI."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    if isinstance(picture, list):
+        durations = [frame_ms] * len(picture)
+        durations[0] = durations[-1] = frame_ms * 4
+        picture[0].save(buffer, format="GIF", save_all=True, append_images=picture[1:], duration=durations, loop=0)
+    else:
+        picture.save(buffer, format="PNG")
     storage.write_bytes(path, buffer.getvalue())
-
-
-def pair_image(input_codes: np.ndarray | torch.Tensor, recon_codes: np.ndarray | torch.Tensor,
-               atlas: torch.Tensor) -> np.ndarray:
-    """Input and reconstruction [S, S] rendered side by side, split by a thin ink line.
-
-    Returns a float32 ink image [S*r, 2*S*r + border] in [0, 1].
-    """
-    images = [render_codes(torch.as_tensor(c).to("cpu").long().unsqueeze(0), atlas.cpu())[0]
-              for c in (input_codes, recon_codes)]
-    border = torch.ones(images[0].shape[0], max(1, atlas.shape[-1] // 4))
-    return torch.cat([images[0], border, images[1]], dim=1).numpy()
-
-
-def crop_to_ink(grids: Sequence[np.ndarray | torch.Tensor], margin: int = 1) -> list[np.ndarray]:
-    """Code grids [S, S] cut to the union of their ink plus `margin` cells, so pieces shown together line up.
-
-    Pictures for people show the ink, not a mostly blank 64 x 64 page; grids with
-    no ink at all come back as a blank (2 * margin + 1)-cell square.
-    """
-    arrays = [np.asarray(torch.as_tensor(g).cpu()) for g in grids]
-    ink = np.any(np.stack(arrays) != SPACE, axis=0)
-    if not ink.any():
-        side = 2 * margin + 1
-        return [np.full((side, side), SPACE, dtype=a.dtype) for a in arrays]
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    top, left = max(0, rows[0] - margin), max(0, cols[0] - margin)
-    bottom, right = rows[-1] + margin + 1, cols[-1] + margin + 1
-    return [a[top:bottom, left:right] for a in arrays]

@@ -120,3 +120,10 @@ def ray_session(s3_server):
     ray.init(num_cpus=2, log_to_driver=True, runtime_env={"env_vars": local_env_vars()})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> str:
+    """240 small pieces and one too wide for the tiny preset's grid."""
+    wide = "x" * 40 + "\n" + "y" * 40 + "\nzzz"
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "tiny", [*make_pieces(240), wide])

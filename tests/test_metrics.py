@@ -110,13 +110,13 @@ def test_score_a_model_over_batches():
         assert scored[name] == pytest.approx(value.item()), name
 
 
-def test_score_checkpoint_uses_the_runs_validation_pieces(tmp_path):
+def test_a_model_is_scored_on_its_runs_validation_pieces(tmp_path):
     import dataclasses
 
     from asciiray import charset, data
     from asciiray.corpus import CorpusBuilder
     from asciiray.train import checkpoint
-    from asciiray.train.vae import score_checkpoint
+    from asciiray.inference import TrainedVAE
 
     builder = CorpusBuilder()
     for i in range(60):
@@ -137,4 +137,4 @@ def test_score_checkpoint_uses_the_runs_validation_pieces(tmp_path):
     checkpoint.save(run, model, {"kind": "vae", "model": dataclasses.asdict(cfg), "corpus": uri,
                                  "config": {"data": {"validation_prop": 0.3, "max_pieces": 40}}})
     codes = torch.from_numpy(np.stack([charset.encode(t, 16) for t in texts]))
-    assert score_checkpoint(str(run), batch_size=3) == pytest.approx(score(model, [codes]))
+    assert TrainedVAE.load(str(run), "cpu").score(batch_size=3) == pytest.approx(score(model, [codes]))

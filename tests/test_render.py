@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,11 @@ import torch
 from PIL import Image
 
 from asciiray import storage
-from asciiray.charset import NUM_CHARS, SPACE, decode, encode
+from asciiray.charset import NUM_CHARS, SPACE
 from asciiray.errors import UserError
-from asciiray.models import one_hot
-from asciiray.models import make_renderer
-from asciiray.render import (FONT_PATH, ContinuousRenderer, DiscreteRenderer, crop_to_ink, glyph_atlas, pair_image,
-                             render_codes, render_probs, save_png)
+from asciiray.models import make_renderer, one_hot
+from asciiray.render import (FONT_PATH, ContinuousRenderer, DiscreteRenderer, glyph_atlas, render_codes, render_probs,
+                             save_picture)
 
 
 def code(ch: str) -> int:
@@ -125,37 +123,8 @@ def test_make_renderer_specs():
         make_renderer("fancy", 4)
 
 
-def test_save_png_and_pair_image(tmp_path):
-    atlas = glyph_atlas(4)
-    grid = torch.from_numpy(encode("hi\n:)", size=8))
-    pair = pair_image(grid, torch.zeros_like(grid), atlas)
-    assert pair.shape == (32, 32 + 1 + 32)
-    assert pair[:, 32].min() == 1.0, "the border is an ink line"
-    assert pair[:, 33:].sum() == 0, "an all-space reconstruction is blank"
-    path = tmp_path / "sub" / "pair.png"
-    save_png(str(path), pair)
-    with Image.open(path) as png:
-        assert png.mode == "L" and png.size == (65, 32)
-        pixels = np.asarray(png)
-    assert pixels[:, 33:].min() == 255, "background is white"
-    assert pixels[:, 32].max() == 0, "ink is black"
-
-
-def test_save_png_to_s3(s3_bucket):
+def test_save_picture_to_s3(s3_bucket):
     uri = f"s3://{s3_bucket}/images/a.png"
-    save_png(uri, torch.full((6, 10), 0.5))
+    save_picture(uri, Image.new("L", (10, 6), 128))
     with Image.open(io.BytesIO(storage.read_bytes(uri))) as png:
         assert png.size == (10, 6)
-
-
-def test_crop_to_ink_keeps_the_union_of_the_ink_and_a_margin():
-    a, b = encode("#", 16), encode("ab\ncd", 16)  # '#' at (7, 7); 'ab/cd' at rows 7-8, cols 7-8
-    ca, cb = crop_to_ink([a, b], margin=1)
-    assert ca.shape == cb.shape == (4, 4)
-    assert decode(cb) == " ab\n cd" and decode(ca) == " #", "one blank cell of margin left and above"
-    assert crop_to_ink([a], margin=0)[0].shape == (1, 1)
-    corner = np.full((16, 16), SPACE, dtype=np.uint8)
-    corner[0, 0] = 3
-    assert crop_to_ink([corner], margin=2)[0].shape == (3, 3), "the margin stops at the grid's edge"
-    blank = np.full((16, 16), SPACE, dtype=np.uint8)
-    assert [g.shape for g in crop_to_ink([blank, torch.from_numpy(blank)])] == [(3, 3), (3, 3)]

@@ -13,16 +13,8 @@ import torch
 from asciiray.config import replace
 from asciiray.cli import main
 from asciiray.errors import UserError
-from tests.conftest import make_pieces, write_corpus
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory) -> str:
-    """240 small pieces and one too wide for the tiny preset's grid."""
-    wide = "x" * 40 + "\n" + "y" * 40 + "\nzzz"
-    return write_corpus(tmp_path_factory.mktemp("corpus") / "tiny", [*make_pieces(240), wide])
 
 
 def config(tmp_path, corpus: str, **kw):

@@ -15,7 +15,7 @@ import sys
 
 from asciiray.errors import UserError
 
-COMMANDS = ("scrape", "corpus", "train", "renderer", "tune", "jobs")
+COMMANDS = ("scrape", "corpus", "train", "renderer", "tune", "art", "jobs")
 
 
 class Parser(argparse.ArgumentParser):

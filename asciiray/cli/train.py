@@ -1,4 +1,4 @@
-"""`asciiray train` (the main job) and `asciiray reconstruct`."""
+"""`asciiray train`, the main job, and what the training commands share."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from asciiray import config
-from asciiray.errors import UserError
 
 EXAMPLES = """examples:
   asciiray train                                   # small preset, embedded corpus, CPU or GPU
@@ -23,16 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Train the ASCII-art VAE on Ray Train (DDP, mixed precision, checkpoints "
                                     "in a local directory or S3). With no options it trains the small preset "
                                     "on 3,000 pieces of the embedded FIGlet corpus in a few minutes on a CPU.")
-
-    r = sub.add_parser("reconstruct", help="print input | reconstruction from a VAE checkpoint",
-                       description="Load a VAE checkpoint (a checkpoint or run directory, local or s3://) and "
-                                   "print input | reconstruction for text files, or for validation pieces "
-                                   "of the corpus it was trained on.")
-    r.add_argument("checkpoint", help="checkpoint directory, or a run directory (its latest checkpoint)")
-    r.add_argument("files", nargs="*", help="text files, one piece each (default: validation pieces)")
-    r.add_argument("-n", type=int, default=3, help="validation pieces to show when no file is given")
-    r.add_argument("--png", help="also save the rendered pairs as one PNG (local path or s3://)")
-    r.set_defaults(func=run_reconstruct)
 
 
 def add_training_parser(sub: argparse._SubParsersAction, name: str, options: type, func, examples: str,
@@ -75,9 +64,21 @@ def run_train(args: argparse.Namespace) -> int:
           f"ink_ratio {m['val/ink_ratio']:.2f}, near_collapse {m['val/near_collapse']:.3f}, "
           f"space_collapse {m['val/space_collapse']:.3f}")
     if result.checkpoint:
-        print(f"latest checkpoint: {_uri(result.checkpoint)}")
-        print_pairs(show_reconstructions(_uri(result.checkpoint), [], 1))
+        show_model(_uri(result.checkpoint))
     return 0
+
+
+def show_model(uri: str) -> None:
+    """After a run: where its checkpoint is, a reconstruction, and its latent space in TensorBoard's projector."""
+    from asciiray.cli.art import print_pairs, reconstruction_pairs
+    from asciiray.inference import TrainedVAE
+    from asciiray.projector import default_logdir, write_projector
+
+    print(f"latest checkpoint: {uri}")
+    vae = TrainedVAE.load(uri, "cpu")
+    print_pairs(reconstruction_pairs(vae, [], 1))
+    logdir = default_logdir(vae)
+    print(f"\nprojector: {write_projector(vae, logdir)} validation pieces' mu in {logdir}")
 
 
 def last_line(exc: Exception) -> str:
@@ -91,64 +92,3 @@ def _uri(ckpt) -> str:
     import pyarrow.fs as pafs
 
     return ckpt.path if isinstance(ckpt.filesystem, pafs.LocalFileSystem) else "s3://" + ckpt.path
-
-
-def show_reconstructions(checkpoint_uri: str, files: list[str], n: int, png: str | None = None) -> list[str]:
-    import numpy as np
-
-    from asciiray import charset, data
-    from asciiray.train import vae
-
-    model, meta = vae.load(checkpoint_uri)
-    grid = model.cfg.grid
-    if files:
-        texts = [read_piece(f, grid) for f in files]
-    else:
-        texts = data.validation_pieces(meta["corpus"], grid, meta["config"]["data"]["validation_prop"], n)
-    inputs = np.stack([charset.encode(t, grid) for t in texts])
-    recons = vae.reconstruct(model, inputs)
-    if png:
-        save_pairs_png(png, inputs, recons, meta["config"]["loss"]["font_res"])
-    return [charset.side_by_side(t, charset.decode(r)) for t, r in zip(texts, recons)]
-
-
-def read_piece(path: str, grid: int) -> str:
-    from asciiray import charset
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = charset.normalize(f.read())
-        charset.validate(text)
-        charset.encode(text, grid)
-    except OSError as exc:
-        raise UserError(f"{path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    except charset.InvalidPiece as exc:
-        raise UserError(f"{path}: {exc} (the model reads printable ASCII that fits {grid}x{grid})") from None
-    return text
-
-
-def save_pairs_png(path: str, inputs, recons, font_res: int) -> None:
-    import numpy as np
-    import torch
-
-    from asciiray.render import glyph_atlas, pair_image, save_png
-
-    atlas = glyph_atlas(font_res)
-    rows = [pair_image(torch.from_numpy(a), torch.from_numpy(b), atlas) for a, b in zip(inputs, recons)]
-    save_png(path, np.concatenate(rows, axis=0))
-
-
-def print_pairs(pairs: list[str]) -> None:
-    print("\ninput | reconstruction")
-    for pair in pairs:
-        print(pair)
-        print()
-
-
-def run_reconstruct(args: argparse.Namespace) -> int:
-    print_pairs(show_reconstructions(args.checkpoint, args.files, args.n, args.png))
-    if args.png:
-        print(f"saved {args.png}")
-    return 0

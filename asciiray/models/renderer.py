@@ -96,20 +96,10 @@ class NeuralRenderer(Renderer):
     def from_checkpoint(cls, uri: str, device: str | torch.device = "cpu") -> NeuralRenderer:
         """A trained renderer from a checkpoint or run directory (local or S3), frozen: eval mode, no
         gradients to its weights."""
-        from asciiray.train import checkpoint
+        from asciiray import checkpoint
 
-        with checkpoint.opened(uri) as d:
-            meta = checkpoint.load_meta(d)
-            if meta.get("kind") != "renderer":
-                raise UserError(f"{uri} is a {meta.get('kind')} checkpoint, not a renderer checkpoint: "
-                                f"train one with `asciiray train-renderer`")
-            try:
-                cfg = RendererConfig(**meta["model"])
-            except (KeyError, TypeError) as exc:
-                raise UserError(f"{uri}: its renderer config is unreadable ({exc}); retrain it with this "
-                                f"version of asciiray") from None
-            model = cls(cfg)
-            checkpoint.load_weights(d, model)
+        model = checkpoint.load_model(uri, "renderer", lambda model: cls(RendererConfig(**model)),
+                                      "train one with `asciiray train-renderer`")
         return model.to(device).requires_grad_(False).eval()
 
 

@@ -229,6 +229,16 @@ class VAE(nn.Module):
         z = self.reparameterize(mu, logvar) if self.training else mu
         return log_softmax_chars(self.decode(z)), mu, logvar
 
+    @classmethod
+    def from_checkpoint(cls, uri: str, device: torch.device | str = "cpu") -> VAE:
+        """A trained VAE in eval mode from a checkpoint, a run (its latest checkpoint) or an exported model,
+        local or s3://; its sizes come from the checkpoint, its weights from safetensors."""
+        from asciiray import checkpoint
+
+        model = checkpoint.load_model(uri, "vae", lambda model: cls(VAEConfig(**model)),
+                                      "pass a run or checkpoint of `asciiray train`, or a model of `asciiray export`")
+        return model.to(device).eval()
+
     @torch.no_grad()
     def sample(self, n: int, device: torch.device | str | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:

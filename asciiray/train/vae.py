@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from asciiray.charset import pair_text
 from asciiray import config
+from asciiray.charset import pair_text
 from asciiray.train.job import Job
 from asciiray.train.loop import Task
 from asciiray.train.options import TrainConfig
@@ -36,7 +36,6 @@ class VAETask(Task):
                                    loss.space_deemph).to(device)
         self.renderer = make_renderer(loss.renderer, loss.font_res, loss.font_zoom).to(device)
         self.renderer.requires_grad_(False).eval()
-        self.display = make_renderer("discrete", loss.font_res, loss.font_zoom).to(device)
         self.sample: torch.Tensor | None = None
 
     def build_model(self) -> torch.nn.Module:
@@ -82,16 +81,16 @@ class VAETask(Task):
     def show(self, model: torch.nn.Module, writer: Any, epoch: int) -> str | None:
         if self.sample is None:
             return None
-        from asciiray.render import pair_image
+        from asciiray.render import pairs_picture
 
         model.eval()
         with torch.no_grad():
             logp, _, _ = model(self.sample)
-        recon = logp.argmax(1)[0]
-        text = pair_text(self.sample[0].cpu().numpy(), recon.cpu().numpy())
+        pair = np.stack([self.sample[0].cpu().numpy(), logp.argmax(1)[0].cpu().numpy()])
+        text = pair_text(pair[0], pair[1])
         if writer is not None:
-            image = pair_image(self.sample[0], recon, self.display.atlas)
-            writer.add_image("val/input_reconstruction", image, epoch, dataformats="HW")
+            writer.add_image("val/input_reconstruction", np.asarray(pairs_picture(pair[:1], pair[1:])), epoch,
+                             dataformats="HW")
             writer.add_text("val/input_reconstruction", "    " + text.replace("\n", "\n    "), epoch)
         return text
 
@@ -122,44 +121,3 @@ def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequenc
     cfg, plan = runner.prepare(cfg, "vae", check, explicit)
     datasets = runner.corpus_datasets(cfg, plan, get_preset(cfg.model.preset).grid)
     return runner.launch(train_func, cfg, "vae", plan, datasets, CHECKPOINT_SCORE, callbacks)
-
-
-def load(uri_or_dir: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A trained VAE and its metadata from a checkpoint (local or S3), in eval mode."""
-    from asciiray.errors import UserError
-    from asciiray.models import VAE, VAEConfig
-    from asciiray.train import checkpoint
-
-    with checkpoint.opened(uri_or_dir) as d:
-        meta = checkpoint.load_meta(d)
-        if meta.get("kind") != "vae":
-            raise UserError(f"{uri_or_dir} is a {meta.get('kind')} checkpoint, not a VAE checkpoint")
-        model = VAE(VAEConfig(**meta["model"]))
-        checkpoint.load_weights(d, model)
-    return model.to(device).eval(), meta
-
-
-def reconstruct(model: torch.nn.Module, codes: np.ndarray) -> np.ndarray:
-    """Deterministic reconstructions (z = mu) of code grids [N, S, S], as code grids."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        logp, _, _ = model.eval()(torch.from_numpy(codes).to(device))
-    return logp.argmax(1).to(torch.uint8).cpu().numpy()
-
-
-def score_checkpoint(uri_or_dir: str, n: int = 0, batch_size: int = 256,
-                     device: str | torch.device = "cpu") -> dict[str, float]:
-    """Every metric of `asciiray.metrics` for a checkpoint (z = mu) on its run's validation pieces.
-
-    The pieces are those its run validated on (same corpus, split and --max-pieces
-    sample), the first `n` of them in id order (0: all), so the figures match the
-    run's own final val/ ones.
-    """
-    from asciiray import charset, data
-    from asciiray.metrics import score
-
-    model, meta = load(uri_or_dir, device)
-    grid, cfg = model.cfg.grid, meta["config"]["data"]
-    texts = data.validation_pieces(meta["corpus"], grid, cfg["validation_prop"], n, cfg["max_pieces"])
-    codes = torch.from_numpy(np.stack([charset.encode(t, grid) for t in texts])).to(device)
-    return score(model, codes.split(batch_size))
