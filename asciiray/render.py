@@ -284,15 +284,16 @@ def pairs_picture(inputs: np.ndarray, outputs: np.ndarray, names: list[str] | No
 
 
 def sheet_picture(grids: np.ndarray, labels: list[str], columns: int = 0) -> Image.Image:
-    """A contact sheet: each grid cropped to its own ink and labelled, in slots of one size, `columns` a row
-    (0: about square)."""
-    panels = [_labelled(_draw(g, ink_box(g[None])), label) for g, label in zip(grids, labels)]
+    """A contact sheet: each grid cropped to its own ink and labelled (blank ones said so), in columns of one
+    width, `columns` a row (0: about square)."""
+    panels = [_labelled(_draw(g, ink_box(g[None])), label + ("" if g.any() else " (blank)"))
+              for g, label in zip(grids, labels)]
     columns = columns or max(1, math.ceil(math.sqrt(len(panels))))
-    slot_w, slot_h = max(p.width for p in panels), max(p.height for p in panels)
+    width = max(p.width for p in panels)
     slots = []
     for panel in panels:
-        slot = Image.new("L", (slot_w, slot_h), _PAPER)
-        slot.paste(panel, ((slot_w - panel.width) // 2, 0))
+        slot = Image.new("L", (width, panel.height), _PAPER)
+        slot.paste(panel, (0, 0))
         slots.append(slot)
     return stack_pictures([_row(slots[i:i + columns], rule=True) for i in range(0, len(slots), columns)])
 

@@ -15,6 +15,7 @@ from asciiray.errors import UserError
 CHECKPOINT_HELP = "a run directory (its latest checkpoint), a checkpoint directory or an exported model; local or s3://"
 PIECE_HELP = "a text file, or the id (at least its first 6 hex digits) of a piece of the model's corpus"
 DEFAULT = " (default: %(default)s)"
+BLANK = "(blank: every cell a space)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -152,7 +153,7 @@ def run_sample(args: argparse.Namespace) -> int:
     print(f"{args.n} samples, temperature {args.temperature:g}, seed {seed}")
     for i, text in enumerate(pieces.texts):
         print(f"\n== sample {i + 1}/{args.n}")
-        print(text)
+        print(text or BLANK)
     if args.out:
         for i, text in enumerate(pieces.texts):
             storage.write_bytes(storage.join(args.out, f"sample-{i + 1:03d}.txt"), (text + "\n").encode())
