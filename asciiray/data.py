@@ -133,12 +133,18 @@ def validation_pieces(uri: str, grid: int, validation_prop: float, n: int, max_p
 
     With `max_pieces`, only those of the run's --max-pieces sample (`plan`'s), so they are its validation pieces.
     """
+    return split_pieces(uri, grid, validation_prop, n, max_pieces, validation=True)
+
+
+def split_pieces(uri: str, grid: int, validation_prop: float, n: int, max_pieces: int = 0,
+                 validation: bool = True) -> list[str]:
+    """The first `n` (0: all) pieces of one split, in id order, that fit the grid, read on the driver
+    (no Ray): the same pieces the run's Ray datasets hold, for work done in-process such as lr-find."""
     table = corpus.read_table(uri, columns=["id", "text", "height", "width"])
     fits = pc.and_(pc.less_equal(table["height"], grid), pc.less_equal(table["width"], grid))
     table = table.filter(fits)
     if max_pieces and max_pieces < table.num_rows:
         table = sample(table, max_pieces)
-    val = table.filter(pa.array(corpus.validation_mask(table["id"].to_numpy(zero_copy_only=False),
-                                                       validation_prop)))
-    texts = val.sort_by("id")["text"].to_pylist()
+    mask = corpus.validation_mask(table["id"].to_numpy(zero_copy_only=False), validation_prop)
+    texts = table.filter(pa.array(mask if validation else ~mask)).sort_by("id")["text"].to_pylist()
     return texts[:n] if n else texts
