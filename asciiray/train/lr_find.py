@@ -92,11 +92,19 @@ def range_test(loss_of: Callable[[torch.nn.Module, object], torch.Tensor], model
 
 
 def suggest(lrs: list[float], smoothed: list[float]) -> float:
-    """The rate of the steepest fall of the smoothed loss against log(lr), up to the loss's minimum."""
-    losses = np.asarray(smoothed)
+    """The rate in the middle of the steepest fall of the smoothed loss against log(lr), before its minimum.
+
+    The fall is measured over a window of a tenth of the steps, so the noise of single batches at the
+    low rates, where the loss barely moves, cannot pass for a descent.
+    """
+    losses, logs = np.asarray(smoothed), np.log(np.asarray(lrs))
     end = max(2 * EDGE + 2, int(np.argmin(losses[EDGE:])) + EDGE + 1)
-    slope = np.gradient(losses[:end], np.log(np.asarray(lrs[:end])))
-    return float(lrs[EDGE + int(np.argmin(slope[EDGE:end - 1]))])
+    window = max(2, len(lrs) // 10)
+    starts = np.arange(EDGE, max(EDGE + 1, end - window))
+    stops = np.minimum(starts + window, end - 1)
+    slopes = (losses[stops] - losses[starts]) / (logs[stops] - logs[starts])
+    best = int(np.argmin(slopes))
+    return float(lrs[(starts[best] + stops[best]) // 2])
 
 
 def save_plot(result: RangeTest, path: str) -> None:
