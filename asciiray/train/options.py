@@ -61,11 +61,11 @@ class OptimSection(Section):
     seed: int = option(0, "random seed (each worker adds its rank)")
     max_nonfinite_steps: int = option(20, "stop the run after this many consecutive non-finite steps")
     # Issue 14: stochastic weight averaging (asciiray.train.swa).
-    swa_start: int | None = option(None, "stochastic weight averaging: train EPOCH epochs as usual, then anneal the "
+    swa_start: int | None = option(None, "stochastic weight averaging: train this many epochs as usual, then anneal the "
                                          "learning rate to --swa-lr and average the weights at the end of every "
                                          "later epoch; checkpoints then hold the averaged weights (off by default)")
     swa_lr: float | None = option(None, "the learning rate of the SWA epochs (default: --learning-rate; the "
-                                        "prototype used 0.05 with its SGD-like settings)")
+                                        "prototype's notes used 0.05)")
 
     def check(self) -> None:
         _at_least({"n_epochs": self.n_epochs, "max_nonfinite_steps": self.max_nonfinite_steps}, 1)
