@@ -75,6 +75,13 @@ def value_type(tp: Any) -> Any:
     return tp
 
 
+def words(tp: Any) -> tuple:
+    """The Literal values a union such as `float | Literal["auto"]` takes besides its scalar type."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return ()
+    return tuple(w for a in typing.get_args(tp) if typing.get_origin(a) is typing.Literal for w in typing.get_args(a))
+
+
 def sections(cls: type) -> dict[str, type]:
     """Section name -> section class of a sectioned config (empty for a flat one)."""
     hints = typing.get_type_hints(cls)
@@ -208,6 +215,8 @@ def _coerce(name: str, value: Any, hint: Any, meta: Any, source: str) -> Any:
         if optional:
             return None
         raise UserError(f"{where}{name} needs a value (it cannot be empty)")
+    if value in words(hint):
+        return value
     try:
         if tp is bool and not isinstance(value, bool):
             raise ValueError("expected true or false")
@@ -223,7 +232,8 @@ def _coerce(name: str, value: Any, hint: Any, meta: Any, source: str) -> Any:
         elif tp in (int, float, str):
             value = _scalar(tp, value)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"{where}{name} {value!r} is invalid ({exc})") from None
+        also = f"; or one of {', '.join(map(str, words(hint)))}" if words(hint) else ""
+        raise UserError(f"{where}{name} {value!r} is invalid ({exc}{also})") from None
     choices = meta.get("choices")
     if choices and value not in choices:
         raise UserError(f"{where}{name} {value!r} is unknown: use one of {', '.join(map(str, choices))}")

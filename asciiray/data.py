@@ -128,16 +128,18 @@ def datasets(p: CorpusPlan, grid: int, validation_prop: float) -> dict:
     return splits
 
 
-def fitting_pieces(uri: str, grid: int, validation_prop: float | None = None, max_pieces: int = 0) -> pa.Table:
+def fitting_pieces(uri: str, grid: int, validation_prop: float | None = None, max_pieces: int = 0,
+                   training: bool = False) -> pa.Table:
     """The corpus's pieces that fit the grid, in id order: with `max_pieces`, the run's --max-pieces sample
-    (`plan`'s); given `validation_prop`, its validation split only."""
+    (`plan`'s); given `validation_prop`, its validation split only (or, `training`, its training split): the
+    pieces a run's Ray datasets hold, read on the driver for work done in-process."""
     table = corpus.read_table(uri)
     table = table.filter(pc.and_(pc.less_equal(table["height"], grid), pc.less_equal(table["width"], grid)))
     if max_pieces and max_pieces < table.num_rows:
         table = sample(table, max_pieces)
     if validation_prop is not None:
-        table = table.filter(pa.array(corpus.validation_mask(table["id"].to_numpy(zero_copy_only=False),
-                                                             validation_prop)))
+        mask = corpus.validation_mask(table["id"].to_numpy(zero_copy_only=False), validation_prop)
+        table = table.filter(pa.array(~mask if training else mask))
     return table.sort_by("id")
 
 

@@ -54,6 +54,24 @@ def write_corpus(out, texts: list[str]) -> str:
     return str(out)
 
 
+def train_config(tmp_path, corpus: str, **kw):
+    """A tiny VAE run on `corpus` that 2 CPUs train in seconds, stored under tmp_path/runs/t; `kw` overrides."""
+    from asciiray import config as configs
+    from asciiray.train.options import TrainConfig
+
+    base = dict(preset="tiny", corpus=corpus, n_epochs=2, batch_size=32, storage_path=str(tmp_path / "runs"),
+                run_name="t", cpus_per_worker=0.5, threads=1, font_res=2, image_recon_loss_coeff=0.1)
+    return configs.build(TrainConfig, {**base, **kw})
+
+
+def history(run_dir: str) -> list[dict]:
+    """The epochs a run recorded, from its latest checkpoint."""
+    from asciiray.train import checkpoint
+
+    with checkpoint.opened(run_dir) as d:
+        return checkpoint.load_meta(d)["history"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,22 +17,6 @@ from asciiray.errors import UserError
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
-def config(tmp_path, corpus: str, **kw):
-    from asciiray import config as configs
-    from asciiray.train.options import TrainConfig
-
-    base = dict(preset="tiny", corpus=corpus, n_epochs=2, batch_size=32, storage_path=str(tmp_path / "runs"),
-                run_name="t", cpus_per_worker=0.5, threads=1, font_res=2, image_recon_loss_coeff=0.1)
-    return configs.build(TrainConfig, {**base, **kw})
-
-
-def history(run_dir: str) -> list[dict]:
-    from asciiray.train import checkpoint
-
-    with checkpoint.opened(run_dir) as d:
-        return checkpoint.load_meta(d)["history"]
-
-
 def test_two_workers_see_disjoint_shards(tiny_corpus, tmp_path):
     import hashlib
 

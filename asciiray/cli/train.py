@@ -12,6 +12,14 @@ EXAMPLES = """examples:
   asciiray train --corpus ./corpus --preset seed -b 256 -n 100 --num-workers 4 --use-gpu
   asciiray train --storage-path s3://bucket/runs --run-name cats
   asciiray train --storage-path s3://bucket/runs --run-name cats --resume
+  asciiray train --init-from s3://bucket/runs/cats --gumbel-tau-r 0.2 -b 128   # a new run from cats' weights
+  asciiray train -n 20 --swa-start 15 --swa-lr 5e-4       # average the weights of the last 5 epochs
+  asciiray train --learning-rate auto                     # lr-find first, then train with its suggestion
+"""
+
+LR_FIND_EXAMPLES = """examples:
+  asciiray lr-find                                 # the default run's preset and pieces
+  asciiray lr-find --preset seed --corpus ./corpus -b 128 --png seed-lr.png
 """
 
 
@@ -23,9 +31,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "in a local directory or S3). With no options it trains the small preset "
                                     "on 3,000 pieces of the embedded FIGlet corpus in a few minutes on a CPU.")
 
+    p = add_training_parser(
+        sub, "lr-find", TrainConfig, run_lr_find, LR_FIND_EXAMPLES, help="learning-rate range test of a VAE run",
+        description="Train the run's VAE (its preset, loss and --batch-size, on its training pieces) in this "
+                    "process for a few hundred Adam steps while the learning rate grows exponentially from "
+                    "--min-lr to --max-lr, stopping once the loss diverges; print the suggested rate (where the "
+                    "smoothed loss falls fastest) and save the loss-vs-rate plot. `asciiray train "
+                    "--learning-rate auto` runs the same test first and trains with its suggestion.")
+    p.add_argument("--min-lr", type=float, default=1e-6, help="first learning rate of the ramp (default: 1e-6)")
+    p.add_argument("--max-lr", type=float, default=1.0, help="last learning rate of the ramp (default: 1)")
+    p.add_argument("--steps", type=int, default=200, help="steps of the ramp (default: 200)")
+    p.add_argument("--png", default="lr-find.png", help="where to save the plot, local or s3:// "
+                                                         "(default: lr-find.png)")
 
 def add_training_parser(sub: argparse._SubParsersAction, name: str, options: type, func, examples: str,
-                        help: str, description: str) -> None:
+                        help: str, description: str) -> argparse.ArgumentParser:
     """A training command: every field of `options` as a flag, plus --config."""
     p = sub.add_parser(name, help=help, description=description, epilog=examples,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +54,7 @@ def add_training_parser(sub: argparse._SubParsersAction, name: str, options: typ
                                     "flags override it")
     config.add_arguments(p, options)
     p.set_defaults(func=func)
+    return p
 
 
 def fit(train, options: type, args: argparse.Namespace):
@@ -79,6 +100,19 @@ def show_model(uri: str) -> None:
     print_pairs(reconstruction_pairs(vae, [], 1))
     logdir = default_logdir(vae)
     print(f"\nprojector: {write_projector(vae, logdir)} validation pieces' mu in {logdir}")
+def run_lr_find(args: argparse.Namespace) -> int:
+    from asciiray.train import lr_find, vae
+
+    cfg = config.from_args(vae.TrainConfig, args, args.config)
+    lr_find.check_range(args.min_lr, args.max_lr, args.steps)
+    test = vae.find_learning_rate(cfg, None, args.min_lr, args.max_lr, args.steps)
+    lr_find.save_plot(test, args.png)
+    ended = "the loss diverged" if test.diverged else "the ramp ended"
+    print(f"lr-find: {len(test.lrs)} steps from {test.min_lr:g} to {test.lrs[-1]:.3g} ({ended}); lowest smoothed "
+          f"loss {min(test.smoothed):.4f}")
+    print(f"suggested learning rate: {test.suggestion:.3g}  (asciiray train --learning-rate {test.suggestion:.3g})")
+    print(f"saved {args.png}")
+    return 0
 
 
 def last_line(exc: Exception) -> str:

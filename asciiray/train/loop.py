@@ -27,6 +27,7 @@ import torch.distributed as dist
 from asciiray import storage
 from asciiray.train import checkpoint
 from asciiray.train.job import STOP_FILE, Job, per_worker_batch
+from asciiray.train.swa import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ class Task:
     def meta(self) -> dict[str, Any]:
         """What a checkpoint's meta.json says about the model, beyond the loop's epoch, step and metrics."""
         raise NotImplementedError
+
+    def initial_weights(self, model: torch.nn.Module) -> None:
+        """Load the weights a new run starts from (e.g. --init-from); by default keep the model's own init."""
 
 
 class Sums:
@@ -196,22 +200,30 @@ def run(task_cls: type[Task], job: Job) -> None:
             meta = checkpoint.load_meta(d)
         if rank == 0:
             log.info("resuming from the checkpoint of epoch %d", meta["epoch"])
+    else:
+        task.initial_weights(model)
     model = ray.train.torch.prepare_model(model)
+    bare = model.module if hasattr(model, "module") else model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.optim.learning_rate)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
     if state:
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
+    # Issue 14: stochastic weight averaging (None unless --swa-start).
+    swa = WeightAverage.of_run(cfg.optim.swa_start, cfg.optim.swa_lr, bare, optimizer)
+    if swa and state:
+        swa.load_state_dict(state["swa"], bare)
 
     events = EventLog(job.run_uri, enabled=rank == 0)
-    bare = model.module if hasattr(model, "module") else model
     step, history = meta["step"], meta["history"]
     n_epochs = cfg.optim.n_epochs
     consecutive_bad = 0
     steps_per_epoch = max(1, job.plan.train // world // per_worker_batch(cfg, world))
     for epoch in range(meta["epoch"], n_epochs):
         started = time.perf_counter()
+        if swa:
+            swa.begin_epoch(epoch)
         model.train()
         train_sums, samples, skipped, first_step = Sums(), 0, 0, step
         progress = EpochProgress(cfg.log.progress_every_s, epoch, n_epochs, steps_per_epoch, rank == 0)
@@ -239,12 +251,15 @@ def run(task_cls: type[Task], job: Job) -> None:
         if consecutive_bad > cfg.optim.max_nonfinite_steps:
             report_stop(job.run_uri, epoch, rank, f"{consecutive_bad} consecutive steps had a non-finite loss or gradient")
             return
-        model.eval()
+        # What validation, the sample and the checkpoint use: the averaged model in SWA epochs.
+        kept = swa.end_epoch(epoch, bare, task.batches("train", epoch)) if swa else bare
+        evaluated = model if kept is bare else kept
+        evaluated.eval()
         val_sums = Sums()
         with torch.no_grad():
             for batch in task.batches("val", epoch):
                 with autocast_for(precision, device):
-                    _, stats = task.step(model, batch, epoch)
+                    _, stats = task.step(evaluated, batch, epoch)
                 val_sums.add(stats)
         totals = torch.tensor([samples, skipped], dtype=torch.float64, device=device)
         if world > 1:
@@ -258,7 +273,7 @@ def run(task_cls: type[Task], job: Job) -> None:
         if rank == 0:
             events.scalars({k: v for k, v in metrics.items() if k not in ("epoch", "step")}, epoch + 1)
             if (epoch + 1) % cfg.log.print_every == 0 or epoch + 1 == n_epochs:
-                text = task.show(bare, events.writer, epoch + 1)
+                text = task.show(kept, events.writer, epoch + 1)
             events.sync()
             log.info("%s", progress_line(metrics, n_epochs, task.shown_metrics))
             if text:
@@ -270,9 +285,10 @@ def run(task_cls: type[Task], job: Job) -> None:
         with tempfile.TemporaryDirectory(prefix="asciiray-ckpt-") as tmp:
             ckpt = None
             if rank == 0:
-                checkpoint.save(tmp, bare, {**task.meta(), "epoch": epoch + 1, "step": step, "history": history,
+                checkpoint.save(tmp, kept, {**task.meta(), "epoch": epoch + 1, "step": step, "history": history,
                                             "metrics": metrics},
-                                {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()})
+                                {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                                 **({"swa": swa.state_dict(bare)} if swa else {})})
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
 

@@ -52,18 +52,31 @@ class OptimSection(Section):
     """How long and how the weights move."""
 
     n_epochs: int = option(4, "epochs to train", flags=("-n",))
-    learning_rate: float = option(1e-3, "Adam learning rate")
+    learning_rate: float | Literal["auto"] = option(
+        1e-3, "Adam learning rate, or auto: run `asciiray lr-find` on the run's training pieces first and use its "
+              "suggestion (recorded in the run's stored config)")
     grad_clip: float = option(1.0, "clip the gradient norm to this value (0: no clipping)")
     precision: Literal["auto", "32", "bf16", "16"] = option(
         "auto", "auto: bf16 on a GPU that supports it, fp32 on CPU; 16 uses a grad scaler")
     seed: int = option(0, "random seed (each worker adds its rank)")
     max_nonfinite_steps: int = option(20, "stop the run after this many consecutive non-finite steps")
+    # Issue 14: stochastic weight averaging (asciiray.train.swa).
+    swa_start: int | None = option(None, "stochastic weight averaging: train this many epochs as usual, then anneal the "
+                                         "learning rate to --swa-lr and average the weights at the end of every "
+                                         "later epoch; checkpoints then hold the averaged weights (off by default)")
+    swa_lr: float | None = option(None, "the learning rate of the SWA epochs (default: --learning-rate; the "
+                                        "prototype's notes used 0.05)")
 
     def check(self) -> None:
         _at_least({"n_epochs": self.n_epochs, "max_nonfinite_steps": self.max_nonfinite_steps}, 1)
-        if not self.learning_rate > 0:
-            raise UserError(f"--learning-rate {self.learning_rate} must be positive, e.g. 1e-3")
+        if self.learning_rate != "auto" and not self.learning_rate > 0:
+            raise UserError(f"--learning-rate {self.learning_rate} must be positive, e.g. 1e-3, or auto")
         _at_least({"grad_clip": self.grad_clip}, 0)
+        if self.swa_start is not None and not 0 <= self.swa_start < self.n_epochs:
+            raise UserError(f"--swa-start {self.swa_start} must be at least 0 and below --n-epochs "
+                            f"{self.n_epochs}: SWA averages the epochs after the first --swa-start ones")
+        if self.swa_lr is not None and not self.swa_lr > 0:
+            raise UserError(f"--swa-lr {self.swa_lr} must be positive, e.g. 0.05")
 
 
 @dataclass
@@ -143,6 +156,11 @@ class VAEModelSection(Section):
     """Which VAE (the sizes live in asciiray.models.PRESETS)."""
 
     preset: VAE_PRESETS = option("small", "model preset: seed (the prototype's shapes), small (CPU), tiny (tests)")
+    # Issue 14: a new run from another run's weights (asciiray.train.vae.check_init_from).
+    init_from: str | None = option(None, "start a NEW run from the weights of this VAE checkpoint (a checkpoint or "
+                                         "run directory, local or s3://) with this run's options: epoch 0, a fresh "
+                                         "optimizer; the checkpoint must have this preset's shapes (--resume "
+                                         "instead continues a run exactly)")
 
 
 @dataclass

@@ -77,9 +77,14 @@ def prepare(cfg: C, kind: str, check: Callable[[C], int],
         if fresh:
             storage.delete_dir(uri)
         raise
-    record = {"kind": kind, "version": RUN_FILE_VERSION, "config": config.to_dict(cfg)}
-    storage.write_bytes(stored_uri, json.dumps(record, indent=2).encode())
+    write_record(cfg, kind)
     return cfg, plan
+
+
+def write_record(cfg: RunConfig, kind: str) -> None:
+    """Store the run's config, which --resume continues (rewritten when the driver resolves a value later)."""
+    record = {"kind": kind, "version": RUN_FILE_VERSION, "config": config.to_dict(cfg)}
+    storage.write_bytes(storage.join(uri_of(cfg), RUN_FILE), json.dumps(record, indent=2).encode())
 
 
 def _plan(cfg: RunConfig, grid: int) -> data.CorpusPlan:
