@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from asciiray import storage
@@ -51,7 +52,11 @@ def load_meta(directory: str | Path) -> dict[str, Any]:
 
 def load_weights(directory: str | Path, model: torch.nn.Module) -> None:
     """Load weights strictly; a shape mismatch names the checkpoint and the first bad tensor."""
-    weights = load_file(str(Path(directory) / MODEL_FILE))
+    try:
+        weights = load_file(str(Path(directory) / MODEL_FILE))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"checkpoint {directory}: its {MODEL_FILE} is unreadable ({exc}); the checkpoint is "
+                        f"damaged: use another one") from None
     own = model.state_dict()
     for name, tensor in weights.items():
         if name in own and own[name].shape != tensor.shape:

@@ -41,6 +41,9 @@ SCHEMA = pa.schema([
     ("caption", pa.string()),
 ])
 MANIFEST = "manifest.json"
+# A .txt file larger than this many times --max-bytes cannot normalise to a piece within it (trailing spaces
+# and CRLFs aside): it is counted as too large without being read, however large it is.
+RAW_BYTES_PER_PIECE = 8
 SHARD_RE = re.compile(r"part-\d{5}\.parquet")
 PROGRESS_EVERY = 10_000
 # Fast path only: a piece matching this is valid; anything else goes to charset.validate for its reason.
@@ -243,7 +246,8 @@ def read_manifest(uri: str) -> dict:
 
 
 def shard_uris(uri: str) -> list[str]:
-    """URIs of the corpus shards, in order; a UserError if there are none."""
+    """URIs of the corpus shards, in order; a UserError if the manifest is unreadable or there are none."""
+    read_manifest(uri)
     shards = [u for u in storage.list_files(uri, ".parquet") if SHARD_RE.fullmatch(u.rsplit("/", 1)[-1])]
     if not shards:
         raise UserError(f"{uri} holds no part-NNNNN.parquet shards; build a corpus with `asciiray corpus build`")
@@ -396,13 +400,15 @@ def ingest(builder: CorpusBuilder, path: str) -> None:
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     except OSError as exc:
         raise storage.error(path, exc) from None
-    files = sorted(i.path for i in infos if i.type == pafs.FileType.File)
+    files = sorted((i.path, i.size) for i in infos if i.type == pafs.FileType.File)
     ignored = 0
-    for file in files:
+    for file, size in files:
         rel = file[len(root):].strip("/").split("/")
         if any(part.startswith(".") for part in rel):
             continue
-        if file.endswith(".txt"):
+        if file.endswith(".txt") and size > RAW_BYTES_PER_PIECE * builder.limits.max_bytes:
+            builder.reject("too_large")  # counted like any piece over --max-bytes, without reading it
+        elif file.endswith(".txt"):
             _ingest_txt(builder, fs, file, rel[:-1])
         elif file.endswith(".jsonl"):
             _ingest_jsonl(builder, fs, file)
