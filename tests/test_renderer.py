@@ -19,7 +19,7 @@ from asciiray.models import NeuralRenderer, get_renderer_preset, one_hot
 from asciiray.render import glyph_atlas, render_codes
 from asciiray.train import checkpoint
 from asciiray.train.renderer import image_errors, load_renderer, make_renderer, perturb, random_codes, target_image
-from tests.test_train import make_pieces
+from tests.conftest import make_pieces
 
 
 @pytest.fixture(scope="module")

@@ -7,28 +7,15 @@ import signal
 import threading
 import time
 
-import numpy as np
 import pytest
 import torch
 
 from asciiray.config import replace
 from asciiray.cli import main
 from asciiray.errors import UserError
+from tests.conftest import make_pieces
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-def make_pieces(n: int, seed: int = 0) -> list[str]:
-    """Distinct small pieces with structure a tiny VAE can learn: framed words and ramps."""
-    rng = np.random.default_rng(seed)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    pieces = set()
-    while len(pieces) < n:
-        w = "".join(rng.choice(list(letters), size=rng.integers(3, 9)))
-        border = rng.choice(list("#*=+-"))
-        line = border * (len(w) + 4)
-        pieces.add("\n".join([line, f"{border} {w} {border}", line]))
-    return sorted(pieces)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from asciiray.cli import main
-from tests.test_train import make_pieces
+from tests.conftest import make_pieces
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
