@@ -1,5 +1,5 @@
-"""Shared fixtures and helpers: one real S3 server (moto server mode) and one local Ray per session,
-and the tiny corpora the training tests build.
+"""Shared fixtures and helpers: one real S3 server (moto server mode) and one local Ray per session, the
+tiny corpora the training tests build, and real multi-node Ray clusters of `ray start` processes on loopback.
 
 The S3 server starts first and its address goes into the standard AWS
 variables, so Ray's workers (started afterwards) inherit them and reach the
@@ -8,13 +8,22 @@ same loopback endpoint, exactly as they would reach AWS or MinIO.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +154,164 @@ def tiny_corpus(tmp_path_factory) -> str:
     """240 small pieces and one too wide for the tiny preset's grid."""
     wide = "x" * 40 + "\n" + "y" * 40 + "\nzzz"
     return write_corpus(tmp_path_factory.mktemp("corpus") / "tiny", [*make_pieces(240), wide])
+
+
+# --- real multi-node Ray clusters made of `ray start` processes on 127.0.0.1 ----------------------------
+
+RAY = Path(sys.executable).parent / "ray"
+# Every process of a test cluster carries CLUSTER_MARKER=<cluster id>, and every process of one of its
+# nodes NODE_MARKER=<cluster id>-<node index> (a raylet's workers inherit its environment), so a test can
+# tear down its own cluster, or make one node vanish, without touching anything else on the machine.
+CLUSTER_MARKER = "ASCIIRAY_TEST_CLUSTER"
+NODE_MARKER = "ASCIIRAY_TEST_NODE"
+# Starts of one node before a test cluster gives up (see RayCluster.start_node).
+START_ATTEMPTS = 3
+# Ports each node of a cluster needs of its own when every node shares 127.0.0.1.
+NODE_PORTS = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+              "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
+
+
+def marked_pids(name: str, value: str) -> list[int]:
+    """Live processes whose environment has name=value (zombies have no readable environment)."""
+    needle = f"{name}={value}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def kill_marked(name: str, value: str, timeout_s: float = 30.0) -> int:
+    """SIGKILL every process marked name=value, again until none is left (one may be forking as we kill);
+    returns how many were killed."""
+    killed: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while pids := marked_pids(name, value):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes marked {name}={value} survive SIGKILL: {pids}")
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    return len(killed)
+
+
+def unique_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def http_json(url: str, token: str) -> dict:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@dataclass
+class RayCluster:
+    """A running test cluster: its addresses, token and `ray start --block` sessions (node 0 is the head)."""
+
+    gcs: str
+    dashboard: str
+    token: str
+    marker: str
+    temp_dir: str
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def driver_env(self) -> dict[str, str]:
+        """This process's environment, Ray's variables replaced by the cluster's token auth."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token})
+        return env
+
+    def alive_nodes(self) -> int:
+        nodes = http_json(f"{self.dashboard}/api/v0/nodes", self.token)["data"]["result"]["result"]
+        return sum(n["state"] == "ALIVE" for n in nodes)
+
+    def _alive_or_none(self) -> int | None:
+        try:
+            return self.alive_nodes()
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def start_node(self, index: int, command: list[str], env: dict[str, str], timeout_s: float = 180.0) -> None:
+        """Start node `index` and wait until it is alive. `ray start` gives a node 30 s (fixed in Ray) to
+        register with the GCS, which a machine shared with busy processes can exceed: a node whose start
+        fails is cleared away by its marker and started again, up to START_ATTEMPTS times."""
+        log_path = Path(self.temp_dir, f"start-{index}.log")
+        for _ in range(START_ATTEMPTS):
+            with open(log_path, "w") as log:
+                proc = subprocess.Popen(command, env={**env, NODE_MARKER: f"{self.marker}-{index}"}, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + timeout_s
+            while proc.poll() is None and time.monotonic() < deadline:
+                if self._alive_or_none() == len(self.procs) + 1:
+                    self.procs.append(proc)
+                    return
+                time.sleep(0.5)
+            if proc.poll() is None:
+                break
+            kill_marked(NODE_MARKER, f"{self.marker}-{index}")
+            while time.monotonic() < deadline and self._alive_or_none() not in (len(self.procs), None):
+                time.sleep(0.5)  # a raylet of the failed start that registered late: until the GCS sees it dead
+        self.procs.append(proc)
+        raise RuntimeError(f"node {index} of the test Ray cluster did not start:\n{log_path.read_text()[-3000:]}")
+
+    def kill_node(self, index: int) -> int:
+        """Make node `index` vanish as a lost machine would: SIGKILL every one of its processes."""
+        return kill_marked(NODE_MARKER, f"{self.marker}-{index}")
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM the `ray start --block` sessions, then SIGKILL whatever of this cluster is left."""
+        for proc in reversed(self.procs):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while marked_pids(CLUSTER_MARKER, self.marker) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        kill_marked(CLUSTER_MARKER, self.marker)
+        for proc in self.procs:
+            proc.wait(timeout=30)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_cluster(nodes: int = 2, cpus_per_node: int = 1, env: dict[str, str] | None = None) -> Iterator[RayCluster]:
+    """`nodes` Ray nodes on 127.0.0.1 (`ray start`, token auth, dashboard on loopback), torn down by marker
+    even when the test fails; `env` adds variables to every node's processes (e.g. Ray's health checks)."""
+    temp_dir = tempfile.mkdtemp(prefix="arc-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    token, marker = secrets.token_hex(16), uuid.uuid4().hex
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_"))}
+    base.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, CLUSTER_MARKER: marker,
+                 "PATH": f"{RAY.parent}{os.pathsep}{base.get('PATH', '')}", **(env or {})})
+    gcs_port, dashboard_port, client_port, *ports = unique_ports(3 + nodes * len(NODE_PORTS))
+
+    def node_args(index: int) -> list[str]:
+        own = ports[index * len(NODE_PORTS):(index + 1) * len(NODE_PORTS)]
+        return [arg for name, port in zip(NODE_PORTS, own) for arg in (f"--{name}", str(port))]
+
+    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus_per_node),
+              "--temp-dir", temp_dir, "--disable-usage-stats"]
+    head = [str(RAY), "start", "--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(dashboard_port), "--include-dashboard", "true",
+            "--ray-client-server-port", str(client_port)]
+    cluster = RayCluster(gcs=f"127.0.0.1:{gcs_port}", dashboard=f"http://127.0.0.1:{dashboard_port}",
+                         token=token, marker=marker, temp_dir=temp_dir)
+    try:
+        for i in range(nodes):
+            cluster.start_node(i, (head if i == 0 else [str(RAY), "start", "--address", cluster.gcs]) + node_args(i)
+                               + common, base)
+        yield cluster
+    finally:
+        cluster.stop()

@@ -2,37 +2,26 @@
 to a real two-node Ray cluster with token authentication, all on loopback.
 
 The cluster is started with `ray start` as separate processes (never the
-suite's in-process Ray) and is torn down by process: every process of it
-carries a marker variable, so nothing else on the machine is touched.
+suite's in-process Ray) and is torn down by process (tests.conftest.ray_cluster),
+so nothing else on the machine is touched.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import re
-import secrets
 import shlex
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import free_port, http_json, ray_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
-RAY = Path(sys.executable).parent / "ray"
-MARKER = "ASCIIRAY_TEST_CLUSTER"
 CLI_TIMEOUT_S = 120
 TRAIN_TIMEOUT_S = 900
 
@@ -185,106 +174,15 @@ def test_submit_accepts_only_valid_asciiray_job_commands(capsys):
 
 # --- a real two-node cluster with token authentication ---------------------------------------------
 
-def _marked_pids(marker: str) -> list[int]:
-    needle = f"{MARKER}={marker}".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
-
-
-def _stop_cluster(procs: list[subprocess.Popen], marker: str, grace_s: float = 20.0) -> None:
-    """SIGTERM the `ray start --block` sessions, then SIGKILL whatever of this cluster is left."""
-    for proc in reversed(procs):
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace_s
-    while _marked_pids(marker) and time.monotonic() < deadline:
-        time.sleep(1)
-    for pid in _marked_pids(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for proc in procs:
-        proc.wait(timeout=30)
-
-
-def _get(url: str, token: str) -> dict:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
-
-
-def _wait_for_nodes(dashboard: str, token: str, procs: list[subprocess.Popen], temp_dir: str,
-                    timeout_s: float = 180.0) -> None:
-    """Until as many nodes are alive as `ray start` processes run; their logs if one dies first."""
-    count = len(procs)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            nodes = _get(f"{dashboard}/api/v0/nodes", token)["data"]["result"]["result"]
-            if sum(n["state"] == "ALIVE" for n in nodes) >= count:
-                return
-        except (OSError, KeyError, ValueError):
-            pass
-        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-            logs = "".join(Path(temp_dir, f"start-{i}.log").read_text()[-2000:] for i in range(count))
-            raise RuntimeError(f"the test Ray cluster did not come up with {count} nodes:\n{logs}")
-        time.sleep(1)
-
-
-def _unique_ports(count: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < count:
-        ports.add(free_port())
-    return sorted(ports)
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    """A head (1 CPU) and a second node (1 CPU) on 127.0.0.1, token auth on; yields (address, token)."""
-    temp_dir = tempfile.mkdtemp(prefix="arc-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    token, marker = secrets.token_hex(16), uuid.uuid4().hex
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_"))}
-    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, MARKER: marker,
-                "PATH": f"{RAY.parent}{os.pathsep}{env.get('PATH', '')}"})
-    names = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-             "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
-    gcs_port, dashboard_port, client_port, *ports = _unique_ports(3 + 2 * len(names))
-
-    def node_ports(offset: int) -> list[str]:
-        return [arg for i, name in enumerate(names) for arg in (f"--{name}", str(ports[offset + i]))]
-
-    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--temp-dir", temp_dir,
-              "--disable-usage-stats"]
-    head = [str(RAY), "start", "--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
-            "--dashboard-port", str(dashboard_port), "--include-dashboard", "true",
-            "--ray-client-server-port", str(client_port), *node_ports(0), *common]
-    worker = [str(RAY), "start", "--address", f"127.0.0.1:{gcs_port}", *node_ports(len(names)), *common]
-    dashboard = f"http://127.0.0.1:{dashboard_port}"
-    procs: list[subprocess.Popen] = []
-    try:
-        for i, command in enumerate((head, worker)):
-            with open(Path(temp_dir) / f"start-{i}.log", "w") as log:
-                procs.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                              start_new_session=True))
-            _wait_for_nodes(dashboard, token, procs, temp_dir)
-        yield dashboard, token
-    finally:
-        _stop_cluster(procs, marker)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    """A head (1 CPU) and a second node (1 CPU) on 127.0.0.1, token auth on; yields (dashboard, token)."""
+    with ray_cluster(nodes=2) as c:
+        yield c.dashboard, c.token
 
 
 def _job_count(dashboard: str, token: str) -> int:
-    return len(_get(f"{dashboard}/api/jobs/", token))
+    return len(http_json(f"{dashboard}/api/jobs/", token))
 
 
 def test_submission_without_or_with_a_wrong_token_is_refused(cluster):
@@ -322,8 +220,6 @@ def test_jobs_stop_stops_a_running_job(cluster, monkeypatch):
 
 
 def test_tiny_train_job_checkpoints_to_s3(cluster, s3_bucket):
-    if importlib.util.find_spec("asciiray.cli.train") is None:
-        pytest.skip("LEAD: `asciiray train` is not registered yet; this test runs once asciiray/cli/train.py lands")
     import boto3
 
     dashboard, token = cluster

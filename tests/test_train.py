@@ -13,6 +13,7 @@ import torch
 from asciiray.config import replace
 from asciiray.cli import main
 from asciiray.errors import UserError
+from tests.conftest import history, train_config as config
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

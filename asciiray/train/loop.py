@@ -199,7 +199,7 @@ def run(task_cls: type[Task], job: Job) -> None:
             state = checkpoint.load_training_state(d)
             meta = checkpoint.load_meta(d)
         if rank == 0:
-            log.info("resuming from the checkpoint of epoch %d", meta["epoch"])
+            log.info("resuming from the checkpoint of epoch %d on %d worker(s)", meta["epoch"], world)
     else:
         task.initial_weights(model)
     model = ray.train.torch.prepare_model(model)
@@ -264,7 +264,7 @@ def run(task_cls: type[Task], job: Job) -> None:
         totals = torch.tensor([samples, skipped], dtype=torch.float64, device=device)
         if world > 1:
             dist.all_reduce(totals)
-        metrics = {"epoch": epoch + 1, "step": step, **train_sums.reduce("train", device),
+        metrics = {"epoch": epoch + 1, "step": step, "workers": world, **train_sums.reduce("train", device),
                    **val_sums.reduce("val", device), "lr": optimizer.param_groups[0]["lr"],
                    "samples_per_s": totals[0].item() / elapsed, "skipped_steps": int(totals[1].item()),
                    **task.epoch_values(epoch)}

@@ -115,9 +115,10 @@ class ResourcesSection(Section):
     """Where and on how much the run trains; may change when a run is resumed."""
 
     num_workers: str = option("1", "Ray Train workers (DDP processes): N, or MIN:MAX for an elastic run that starts "
-                                   "with MIN, grows to MAX as resources appear and shrinks instead of failing "
-                                   "when a node is lost (with --max-failures); an elastic run keeps its global "
-                                   "batch, --batch-size x MAX, whatever its size")
+                                   "once MIN fit, with as many as fit up to MAX, grows as resources appear and "
+                                   "shrinks instead of failing when a node is lost (each loss uses one of "
+                                   "--max-failures); an elastic run keeps its global batch, --batch-size x MAX, "
+                                   "whatever its size")
     use_gpu: bool | None = option(None, "one GPU per worker (default: when CUDA is present)")
     cpus_per_worker: float = option(1.0, "CPUs reserved per worker (fractions allowed)")
     gpus_per_worker: float = option(1.0, "GPUs reserved per worker when on GPU (a fraction shares a GPU)")
@@ -125,6 +126,10 @@ class ResourcesSection(Section):
                                        "its workers)")
     max_failures: int = option(0, "restart the workers from the latest checkpoint up to N times after a failure")
     address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
+    # Issue 16: Ray Train's ScalingConfig(elastic_resize_monitor_interval_s), short in tests, long for long epochs.
+    resize_check_every_s: float = option(60.0, "an elastic run looks this often for room for more workers (up to "
+                                               "MAX); growing restarts the workers from the latest checkpoint, so "
+                                               "the work since it is done again")
 
     def workers(self) -> tuple[int, int]:
         """(min, max) workers; equal for a fixed-size run."""
@@ -144,7 +149,7 @@ class ResourcesSection(Section):
 
     def check(self) -> None:
         self.workers()
-        _at_least({"max_failures": self.max_failures}, 0)
+        _at_least({"max_failures": self.max_failures, "resize_check_every_s": self.resize_check_every_s}, 0)
         if self.threads is not None:
             _at_least({"threads": self.threads}, 1)
         if not self.cpus_per_worker > 0 or not self.gpus_per_worker > 0:

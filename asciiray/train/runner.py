@@ -184,7 +184,8 @@ def launch(train_func: Callable[[dict], None], cfg: RunConfig, kind: str, plan: 
         train_loop_config={"job": job},
         scaling_config=ScalingConfig(num_workers=(low, high) if res.elastic else high, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": res.cpus_per_worker,
-                                                           **({"GPU": res.gpus_per_worker} if use_gpu else {})}),
+                                                           **({"GPU": res.gpus_per_worker} if use_gpu else {})},
+                                     elastic_resize_monitor_interval_s=res.resize_check_every_s),
         run_config=RunConfig(
             name=cfg.checkpoint.run_name, storage_path=base, storage_filesystem=fs,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep_checkpoints,
