@@ -230,8 +230,10 @@ def test_spec_keys_flat_dotted_or_by_section(base, space, tmp_path, monkeypatch)
 
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"base": base, "space": space, "resources": {"cpus_per_worker": 0.5}}))
+    path.write_text(yaml.safe_dump({"base": base, "space": space, "resources": {"cpus_per_worker": 0.5},
+                                    "scheduler": {"type": "asha", "max_t": 0}}))  # 0: as spec files once said
     spec = load_spec(str(path))
+    assert spec.scheduler.max_t is None and spec.max_t == 2, "the base n_epochs"
     assert spec.name == "s" and spec.storage_path == str(tmp_path / "runs")
     assert list(spec.space) == ["loss.kl_coeff", "loss.space_deemph"]
     assert spec.space["loss.space_deemph"].values == (1.0, 2.0)

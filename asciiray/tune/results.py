@@ -1,10 +1,13 @@
 """Reading an experiment back (finished or not, local or S3): one row per trial, a table, a CSV, a PNG.
 
-Everything comes from Ray's own result objects: the experiment's `ray.tune.ResultGrid`
-(each trial's `Result`: its last metrics, whether it is done, its error, its
-per-epoch `metrics_dataframe`) and, for the checkpoints a trial still keeps, its
-training run's `ray.train.Result` (`best_checkpoints`, with the metrics of each).
-Tune itself holds no checkpoint of a trial: the training run inside stores them.
+Everything comes from Ray's own objects: the experiment's `ray.tune.ExperimentAnalysis`
+(each trial's state and searched values) and the `ray.tune.ResultGrid` built on it
+(each trial's `Result`: its last metrics, its error, its per-epoch
+`metrics_dataframe`) and, for the checkpoints a trial still keeps, its training
+run's `ray.train.Result` (`best_checkpoints`, with the metrics of each). Tune
+itself holds no checkpoint of a trial: the training run inside stores them.
+The state comes from the trial, not from the `done` flag of its last result,
+which a trial resumed by Tune can finish without.
 """
 
 from __future__ import annotations
@@ -70,21 +73,26 @@ def read(uri: str) -> Experiment:
         analysis = ExperimentAnalysis(path, storage_filesystem=fs)
     except ValueError:
         raise UserError(f"{uri}: the experiment has not recorded any trial yet") from None
-    configs = analysis.get_all_configs()
+    except (AttributeError, ImportError) as exc:
+        raise written_by_older_version(uri, exc) from None
+    trials = {t.trial_id: t for t in analysis.trials}
     rows, frames = [], {}
     for result in ResultGrid(analysis):
-        trial_id = Path(result.path).name.removeprefix(TRIAL_PREFIX)
-        frames[trial_id] = result.metrics_dataframe
-        # Searched values by dotted path (experiments of before the sectioned config used flat names).
-        params = config.dotted(TrainConfig, configs.get(trial_id) or {}, source=stored)
-        rows.append(_row(storage.join(uri, Path(result.path).name, RUN_NAME), spec, trial_id, params, result))
+        trial = trials[Path(result.path).name.removeprefix(TRIAL_PREFIX)]
+        frames[trial.trial_id] = result.metrics_dataframe
+        rows.append(_row(storage.join(uri, Path(result.path).name, RUN_NAME), spec, trial, result))
     return Experiment(uri=uri, spec=spec, trials=rows, frames=frames)
 
 
-def _row(run_uri: str, spec: Spec, trial_id: str, params: dict[str, Any], result: Any) -> TrialRow:
-    """A trial's summary from its Tune Result: the best of its reported results, how it ended."""
-    metrics = result.metrics or {}
-    epochs = int(metrics.get("epoch") or 0)
+def written_by_older_version(uri: str, exc: Exception) -> UserError:
+    """Tune pickles the experiment's functions and callbacks by name: code that has moved since cannot load them."""
+    return UserError(f"experiment {uri} was written by an older asciiray whose Tune state this one cannot load "
+                     f"({exc}); its trials' training runs stay readable in {storage.join(uri, TRIAL_PREFIX + '*')}")
+
+
+def _row(run_uri: str, spec: Spec, trial: Any, result: Any) -> TrialRow:
+    """A trial's summary from its Tune Result (the best of its reported results, its error) and its state."""
+    epochs = int((result.metrics or {}).get("epoch") or 0)
     frame = result.metrics_dataframe
     best = None
     if frame is not None and spec.metric in frame:
@@ -93,13 +101,15 @@ def _row(run_uri: str, spec: Spec, trial_id: str, params: dict[str, Any], result
     reason = ""
     if result.error is not None:
         status, reason = "failed", _stop_reason(run_uri) or failure_reason(result.error)
-    elif metrics.get("done"):  # Tune marks the last result of a finished or scheduler-stopped trial
+    elif trial.status == "TERMINATED":  # finished, or stopped by the scheduler
         status = "done" if epochs >= spec.max_t else "stopped early"
     else:  # an interrupted or unfinished experiment: a trial that never reported is still to start
         status = "unfinished" if epochs else "pending"
-    return TrialRow(trial_id=trial_id, params={p: params.get(p) for p in spec.space}, best=best, epochs=epochs,
-                    status=status, reason=reason, checkpoint=_best_checkpoint(run_uri, spec) if best is not None
-                    else None)
+    # Searched values by dotted path (experiments of before the sectioned config used flat names).
+    params = config.dotted(TrainConfig, trial.config)
+    return TrialRow(trial_id=trial.trial_id, params={p: params.get(p) for p in spec.space}, best=best,
+                    epochs=epochs, status=status, reason=reason,
+                    checkpoint=_best_checkpoint(run_uri, spec) if best is not None else None)
 
 
 def _finite(value: Any) -> bool:

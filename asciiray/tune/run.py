@@ -9,6 +9,10 @@ dotted path. The driver is a Tuner whose storage is the experiment directory
 
 Ray is imported inside the functions that need it: everything that can be
 checked is checked before any cluster starts.
+
+Tune pickles `trial`, `_trial_dirname` and the callbacks (asciiray.tune.callbacks)
+into the experiment by name: renaming or moving them makes the experiments
+already stored unreadable (results.written_by_older_version says so).
 """
 
 from __future__ import annotations
@@ -60,9 +64,8 @@ def run(spec: Spec, resume: bool = False, address: str | None = None) -> results
         try:
             tuner = ray.tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                            storage_filesystem=fs)
-        except (AttributeError, ImportError) as exc:  # its pickled callbacks name code that has moved
-            raise UserError(f"experiment {spec.uri} was written by an older asciiray whose Tune state this one "
-                            f"cannot restore ({exc}); start it again under another --name") from None
+        except (AttributeError, ImportError) as exc:
+            raise results.written_by_older_version(spec.uri, exc) from None
     else:
         storage.write_bytes(storage.join(spec.uri, SPEC_FILE), json.dumps(spec.to_dict(), indent=2).encode())
         tuner = ray.tune.Tuner(

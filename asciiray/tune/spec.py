@@ -13,6 +13,7 @@ back on its own, and a resumed experiment can be checked against it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -181,6 +182,8 @@ def spec_from_dict(values: dict[str, Any], source: str, default_name: str) -> Sp
         raise UserError(f"{source}: mode '{mode}' must be min or max")
 
     scheduler = _section(Scheduler, values.get("scheduler", "asha"), f"{source}: scheduler")
+    if scheduler.max_t == 0:  # spec files of before said 0 for "the base n_epochs"
+        scheduler = dataclasses.replace(scheduler, max_t=None)
     if scheduler.type == "pbt":
         raise UserError(f"{source}: scheduler: pbt is not supported: a trial keeps its checkpoints in its own "
                         f"training run, which PBT cannot clone between trials; use asha or none")
