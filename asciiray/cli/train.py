@@ -79,8 +79,10 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"\ndone: {m['epoch']} epochs, val loss {m['val/loss']:.4f}, char_acc {m['val/char_acc']:.3f}, "
           f"nonspace_acc {m['val/nonspace_acc']:.3f}, space_collapse {m['val/space_collapse']:.3f}")
     if result.checkpoint:
-        print(f"latest checkpoint: {_uri(result.checkpoint)}")
-        print_pairs(show_reconstructions(_uri(result.checkpoint), [], 1))
+        from asciiray.train.checkpoint import uri_of
+
+        print(f"latest checkpoint: {uri_of(result.checkpoint)}")
+        print_pairs(show_reconstructions(uri_of(result.checkpoint), [], 1))
     return 0
 
 
@@ -88,13 +90,6 @@ def last_line(exc: Exception) -> str:
     """The error line of a worker's traceback, which Ray folds into the message."""
     lines = [line for line in str(exc).splitlines() if line.strip() and not line.startswith(" ")]
     return lines[-1] if lines else type(exc).__name__
-
-
-def _uri(ckpt) -> str:
-    """A Ray Checkpoint's location as a URI our storage layer understands."""
-    import pyarrow.fs as pafs
-
-    return ckpt.path if isinstance(ckpt.filesystem, pafs.LocalFileSystem) else "s3://" + ckpt.path
 
 
 def show_reconstructions(checkpoint_uri: str, files: list[str], n: int, png: str | None = None) -> list[str]:

@@ -168,14 +168,14 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
     model = task.build_model()
     meta: dict[str, Any] = {"epoch": 0, "step": 0, "history": []}
     state = None
-    restored = ray.train.get_checkpoint()
-    if restored:
-        with restored.as_directory() as d:
+    offered = ray.train.get_checkpoint()
+    with checkpoint.resumed(config["run_uri"], offered and checkpoint.uri_of(offered), announce=rank == 0) as d:
+        if d:
             checkpoint.load_weights(d, model)
             state = checkpoint.load_training_state(d)
             meta = checkpoint.load_meta(d)
-        if rank == 0:
-            log.info("resuming from the checkpoint of epoch %d", meta["epoch"])
+            if rank == 0:
+                log.info("resuming from the checkpoint of epoch %d", meta["epoch"])
     model = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config["learning_rate"])
@@ -251,7 +251,7 @@ def run(task_cls: type[Task], config: dict[str, Any]) -> None:
                                             "metrics": metrics},
                                 {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()})
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_upload_fn=checkpoint.uploader(config["run_uri"]))
 
 
 def _quiet_ray_train(record: logging.LogRecord) -> bool:
