@@ -34,9 +34,11 @@ from asciiray import storage
 from asciiray.cli import main
 from asciiray.errors import UserError
 from asciiray.train import checkpoint
+from tests.test_cluster import MARKER, _marked_pids
+from tests.test_train import config, history, tiny_corpus  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER = "ASCIIRAY_TEST_RELIABILITY"
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it registered
 
 
 def tiny_vae_checkpoint(directory: Path, epoch: int = 1, **meta) -> Path:
@@ -181,3 +183,239 @@ def test_the_uploader_writes_a_checkpoint_that_verifies(tmp_path):
     stored = checkpoint.uploader(str(run))(ray.train.Checkpoint.from_directory(str(ckpt)), "checkpoint_x")
     assert checkpoint.uri_of(stored) == str(run / "checkpoint_x")
     assert checkpoint.verify(run / "checkpoint_x")["epoch"] == 1
+
+
+# --- S3 outages: retries as the AWS variables say ----------------------------------------------------
+
+class SwitchableProxy:
+    """A loopback TCP proxy to `port` that can be switched off and on.
+
+    Off, it resets every open connection and each new one as soon as it is accepted
+    (counted in `refused`): to the S3 client the store is down, while the server
+    behind keeps its buckets.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.lock = threading.Lock()
+        self.up = True
+        self.refused = 0
+        self.open: set[socket.socket] = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @staticmethod
+    def _reset(sock: socket.socket) -> None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+        except OSError:
+            pass
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                if not self.up:
+                    self.refused += 1
+                    self._reset(client)
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+                self.open |= {client, upstream}
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def off(self) -> None:
+        with self.lock:
+            self.up = False
+            for sock in self.open:
+                self._reset(sock)
+            self.open.clear()
+
+    def on(self) -> None:
+        with self.lock:
+            self.up = True
+
+    def close(self) -> None:
+        self.off()
+        self.listener.close()
+
+    def wait_refused(self, count: int, timeout_s: float, alive=lambda: True) -> None:
+        """Until `count` connections were refused (the client is retrying)."""
+        deadline = time.monotonic() + timeout_s
+        while self.refused < count:
+            assert alive(), "the client gave up before the proxy saw it retry"
+            assert time.monotonic() < deadline, f"the client did not retry: {self.refused} refused connections"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def proxy(s3_server, monkeypatch):
+    """A switchable proxy in front of the suite's S3 server; this process's S3 clients go through it."""
+    p = SwitchableProxy(int(s3_server.rsplit(":", 1)[1]))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", p.endpoint)
+    yield p
+    p.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_s3_requests_are_tried_as_often_as_aws_max_attempts_says(attempts, proxy, s3_bucket, monkeypatch):
+    uri = f"s3://{s3_bucket}/x"
+    storage.write_bytes(uri, b"hello")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", str(attempts))
+    fs, path = storage.filesystem(uri)
+    shipped = pickle.loads(pickle.dumps(fs))  # as Ray sends it to its controller, workers and Ray Data tasks
+    proxy.off()
+    for client in (fs, shipped):
+        before = proxy.refused
+        with pytest.raises(OSError, match="NETWORK_CONNECTION"):
+            client.get_file_info(path)
+        assert proxy.refused - before == attempts
+    with pytest.raises(UserError, match=f"{uri}: .*NETWORK_CONNECTION") as err:
+        storage.read_bytes(uri)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.integration
+def test_a_short_outage_is_ridden_out_by_corpus_reads_and_checkpoint_uploads(proxy, s3_bucket, tmp_path,
+                                                                                 monkeypatch):
+    from asciiray import corpus
+    from asciiray.corpus import CorpusBuilder
+
+    builder = CorpusBuilder()
+    for i in range(20):
+        builder.add(f"+{'-' * (i % 7 + 1)}+", ["test"], "files")
+    uri = f"s3://{s3_bucket}/corpus"
+    builder.write(uri)
+    expected = corpus.read_table(uri, columns=["id"])["id"].to_pylist()
+    local = tiny_vae_checkpoint(tmp_path / "ckpt")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "6")
+
+    import ray.train
+
+    jobs = {
+        "corpus read": lambda: corpus.read_table(uri, columns=["id"])["id"].to_pylist(),
+        "checkpoint upload": lambda: checkpoint.uri_of(checkpoint.uploader(f"s3://{s3_bucket}/run")(
+            ray.train.Checkpoint.from_directory(str(local)), "checkpoint_x")),
+    }
+    results = {}
+    for name, job in jobs.items():
+        proxy.off()
+        before = proxy.refused
+        worker = threading.Thread(target=lambda: results.update({name: job()}))
+        worker.start()
+        proxy.wait_refused(before + 2, timeout_s=60, alive=worker.is_alive)
+        proxy.on()
+        worker.join(timeout=120)
+        assert name in results, f"the {name} did not ride out the outage"
+    assert results["corpus read"] == expected
+    assert results["checkpoint upload"] == f"s3://{s3_bucket}/run/checkpoint_x"
+    with checkpoint.opened(results["checkpoint upload"]) as d:
+        assert checkpoint.load_meta(d)["epoch"] == 1
+
+
+def test_bad_retry_settings_are_one_line_errors(monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "many")
+    with pytest.raises(UserError, match="AWS_MAX_ATTEMPTS='many'"):
+        storage.filesystem("s3://bucket/x")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("AWS_RETRY_MODE", "eager")
+    with pytest.raises(UserError, match="AWS_RETRY_MODE='eager' is unknown"):
+        storage.filesystem("s3://bucket/x")
+
+
+# --- damaged checkpoints on resume and on a worker restart (the suite's Ray) ------------------------
+
+def registered(run_uri: str) -> tuple[list[str], str | None]:
+    """Names of the checkpoints Ray Train has registered for a run, oldest first, and its latest one."""
+    try:
+        snapshot = json.loads(storage.read_bytes(storage.join(run_uri, SNAPSHOT)))
+    except (UserError, ValueError):
+        return [], None
+    latest = snapshot.get("latest_checkpoint_result")
+    return (sorted(r["checkpoint_dir_name"] for r in snapshot["checkpoint_results"]),
+            latest and latest["checkpoint_dir_name"])
+
+
+def epochs(hist: list[dict]) -> list[int]:
+    return [h["epoch"] for h in hist]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["tampered weights", "truncated state"])
+def test_resume_skips_a_damaged_latest_checkpoint(kind, tiny_corpus, tmp_path, ray_session, capfd):  # noqa: F811
+    from asciiray.train import vae
+
+    cfg = config(tmp_path, tiny_corpus, n_epochs=3, keep_checkpoints=3)
+    vae.train(cfg)
+    run = tmp_path / "runs" / "t"
+    names, latest = registered(str(run))
+    assert len(names) == 3 and latest == names[-1]
+    kept = checkpoint.verify(run / names[-2])["history"]
+    damaged = checkpoint.load_meta(run / latest)["history"]
+    DAMAGE[kind][0](run / latest)
+
+    vae.train(dataclasses.replace(cfg, n_epochs=5, resume=True), explicit={"n_epochs", "resume"})
+    hist = history(str(run))
+    assert epochs(hist) == [1, 2, 3, 4, 5]
+    assert json.dumps(hist[:2]) == json.dumps(kept), "continued from epoch 2's checkpoint, not from scratch"
+    assert json.dumps(hist[2]) != json.dumps(damaged[2]), "epoch 3 was trained again"
+    out = capfd.readouterr()
+    warnings = [line for line in (out.out + out.err).splitlines() if "skipping it" in line]
+    assert len(warnings) == 1 and f"checkpoint {run / latest} is damaged" in warnings[0], warnings
+
+
+@pytest.mark.integration
+def test_a_restarted_worker_skips_a_damaged_latest_checkpoint(tiny_corpus, tmp_path, ray_session,  # noqa: F811
+                                                              capfd):
+    from ray.util.state import list_actors
+
+    from asciiray.train import vae
+
+    n = 6
+    cfg = config(tmp_path, tiny_corpus, n_epochs=n, batch_size=4, max_failures=1, keep_checkpoints=n)
+    run = tmp_path / "runs" / "t"
+    outcome: dict = {}
+    trainer = threading.Thread(target=lambda: outcome.update(result=vae.train(cfg)))
+    trainer.start()
+    deadline = time.monotonic() + 300
+    while len(registered(str(run))[0]) < 2:
+        assert trainer.is_alive() and time.monotonic() < deadline, "no two checkpoints in time"
+        time.sleep(0.2)
+    (worker,) = list_actors(address=ray_session.get_runtime_context().gcs_address,
+                            filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    # Frozen, the worker can write and report nothing more: every checkpoint but the oldest Ray knows of
+    # is damaged, whichever of them Ray offers the restarted worker.
+    os.kill(worker.pid, signal.SIGSTOP)
+    oldest = registered(str(run))[0][0]
+    kept = checkpoint.verify(run / oldest)["history"]
+    for ckpt in run.glob("checkpoint_*"):
+        if ckpt.name != oldest and (ckpt / checkpoint.MODEL_FILE).exists():
+            flip_byte(ckpt / checkpoint.MODEL_FILE)
+    os.kill(worker.pid, signal.SIGKILL)
+    trainer.join(timeout=600)
+
+    assert outcome["result"].metrics["epoch"] == n
+    hist = history(str(run))
+    assert epochs(hist) == list(range(1, n + 1))
+    assert json.dumps(hist[:len(kept)]) == json.dumps(kept), "continued from the oldest checkpoint"
+    out = capfd.readouterr()
+    assert any("is damaged" in line and "skipping it" in line for line in (out.out + out.err).splitlines())
