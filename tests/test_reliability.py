@@ -267,12 +267,18 @@ class SwitchableProxy:
 
 
 @pytest.fixture
-def proxy(s3_server, monkeypatch):
-    """A switchable proxy in front of the suite's S3 server; this process's S3 clients go through it."""
+def outage(s3_server):
+    """A switchable proxy in front of the suite's S3 server."""
     p = SwitchableProxy(int(s3_server.rsplit(":", 1)[1]))
-    monkeypatch.setenv("AWS_ENDPOINT_URL", p.endpoint)
     yield p
     p.close()
+
+
+@pytest.fixture
+def proxy(outage, monkeypatch):
+    """The switchable proxy, which this process's S3 clients go through."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", outage.endpoint)
+    return outage
 
 
 @pytest.mark.integration
@@ -419,3 +425,169 @@ def test_a_restarted_worker_skips_a_damaged_latest_checkpoint(tiny_corpus, tmp_p
     assert json.dumps(hist[:len(kept)]) == json.dumps(kept), "continued from the oldest checkpoint"
     out = capfd.readouterr()
     assert any("is damaged" in line and "skipping it" in line for line in (out.out + out.err).splitlines())
+
+
+# --- `asciiray train` subprocesses with a Ray of their own: a killed driver, S3 outages --------------
+
+DRIVER_TIMEOUT_S = 600
+
+
+@pytest.fixture
+def own_ray():
+    """Environment for `asciiray train` subprocesses that start a local Ray of their own (a fresh
+    RAY_TMPDIR, so `ray.init()` finds no other cluster), marked; every marked process is killed after."""
+    temp_dir = tempfile.mkdtemp(prefix="arr-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    marker = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update({"RAY_TMPDIR": temp_dir, MARKER: marker, "PYTHONUNBUFFERED": "1"})
+    yield env
+    for pid in _marked_pids(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+class Driver:
+    """One `asciiray train` process; its stdout and stderr go to files next to each other."""
+
+    def __init__(self, args: list[str], env: dict[str, str], logs: Path, name: str) -> None:
+        self.out, self.err = logs / f"{name}.out", logs / f"{name}.err"
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "asciiray", "train", *args], env=env, cwd=ROOT,
+                                         stdout=out, stderr=err)
+
+    def tail(self) -> str:
+        return f"stdout:\n{self.out.read_text()[-3000:]}\nstderr:\n{self.err.read_text()[-3000:]}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def wait(self, timeout_s: float = DRIVER_TIMEOUT_S) -> int:
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"asciiray train did not end in {timeout_s} s\n{self.tail()}")
+
+
+def wait_until(condition, driver: Driver, what: str, timeout_s: float = DRIVER_TIMEOUT_S) -> None:
+    """Until `condition()` holds, while `driver` runs."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert driver.alive(), f"the run ended before {what}\n{driver.tail()}"
+        assert time.monotonic() < deadline, f"not {what} in {timeout_s} s\n{driver.tail()}"
+        time.sleep(0.2)
+
+
+def assert_every_checkpoint_verifies(run_uri: str) -> None:
+    """Each checkpoint with a meta.json verifies; one without (a copy cut short) was never registered by Ray."""
+    names, _ = registered(run_uri)
+    for uri in checkpoint.checkpoints_in(run_uri):
+        if storage.exists(storage.join(uri, checkpoint.META_FILE)):
+            with checkpoint.opened(uri):
+                pass
+        else:
+            assert uri.rsplit("/", 1)[-1] not in names, f"Ray registered the incomplete checkpoint {uri}"
+
+
+def latest_epoch(run_uri: str) -> int:
+    """Epoch of the latest checkpoint Ray Train registered: where a resumed run continues (a checkpoint
+    written but not yet registered when its driver died is not used: its epoch is trained again)."""
+    _, latest = registered(run_uri)
+    if latest is None:
+        return 0
+    with checkpoint.opened(storage.join(run_uri, latest)) as d:
+        return checkpoint.load_meta(d)["epoch"]
+
+
+def resumed_from(driver: Driver) -> list[int]:
+    """Epochs of the checkpoints a run's workers said they resumed from."""
+    text = driver.out.read_text() + driver.err.read_text()
+    return [int(line.rsplit(" ", 1)[-1]) for line in text.splitlines()
+            if "resuming from the checkpoint of epoch" in line]
+
+
+def train_args(corpus: str, storage_path: str, n: int) -> list[str]:
+    return ["--preset", "tiny", "--corpus", corpus, "-n", str(n), "-b", "8", "--storage-path", storage_path,
+            "--run-name", "r", "--threads", "1", "--font-res", "2", "--image-recon-loss-coeff", "0.1",
+            "--keep-checkpoints", str(n)]
+
+
+@pytest.mark.integration
+def test_a_killed_driver_resumes_with_every_epoch_once(tiny_corpus, tmp_path, own_ray):  # noqa: F811
+    n = 6
+    args = train_args(tiny_corpus, str(tmp_path / "runs"), n)
+    run = str(tmp_path / "runs" / "r")
+
+    first = Driver(args, own_ray, tmp_path, "first")
+    wait_until(lambda: latest_epoch(run) >= 1, first, "a registered checkpoint")
+    first.kill()
+    # Its Ray (controller, training worker) is still running when the resume starts.
+    assert _marked_pids(own_ray[MARKER]), "the killed driver's Ray was gone already"
+    committed = latest_epoch(run)
+    second = Driver([*args, "--resume"], own_ray, tmp_path, "second")
+    wait_until(lambda: resumed_from(second) and latest_epoch(run) > resumed_from(second)[0], second,
+               "a checkpoint registered after the resume")
+    second.kill()
+    deadline = time.monotonic() + 120
+    while _marked_pids(own_ray[MARKER]):
+        assert time.monotonic() < deadline, "the killed drivers' Ray processes did not end"
+        time.sleep(0.5)
+    committed_before_third = latest_epoch(run)
+    third = Driver([*args, "--resume"], own_ray, tmp_path, "third")
+    assert third.wait() == 0, third.tail()
+
+    assert epochs(history(run)) == list(range(1, n + 1)), "every epoch exactly once"
+    assert resumed_from(second)[0] >= committed >= 1, second.tail()
+    assert resumed_from(third)[0] == committed_before_third > resumed_from(second)[0], third.tail()
+    assert_every_checkpoint_verifies(run)
+
+
+@pytest.mark.integration
+def test_a_storage_outage_during_a_run_is_ridden_out(tiny_corpus, tmp_path, own_ray, outage,  # noqa: F811
+                                                     s3_bucket):
+    n = 5
+    corpus = f"s3://{s3_bucket}/corpus"
+    storage.copy_dir(tiny_corpus, corpus)
+    run = f"s3://{s3_bucket}/runs/r"
+    env = {**own_ray, "AWS_ENDPOINT_URL": outage.endpoint, "AWS_MAX_ATTEMPTS": "6"}
+    driver = Driver(train_args(corpus, f"s3://{s3_bucket}/runs", n), env, tmp_path, "run")
+    wait_until(lambda: latest_epoch(run) >= 1, driver, "a registered checkpoint")
+    outage.off()
+    outage.wait_refused(2, timeout_s=300, alive=driver.alive)  # the run is retrying: 4 more tries each
+    outage.on()
+    assert driver.wait() == 0, driver.tail()
+    assert epochs(history(run)) == list(range(1, n + 1))
+    assert_every_checkpoint_verifies(run)
+
+
+@pytest.mark.integration
+def test_a_storage_outage_past_the_retries_stops_the_run_and_resume_finishes_it(tiny_corpus, tmp_path,  # noqa: F811
+                                                                                 own_ray, outage, s3_bucket):
+    n = 5
+    args = train_args(tiny_corpus, f"s3://{s3_bucket}/runs", n)
+    run = f"s3://{s3_bucket}/runs/r"
+    driver = Driver(args, {**own_ray, "AWS_ENDPOINT_URL": outage.endpoint, "AWS_MAX_ATTEMPTS": "2"}, tmp_path,
+                    "run")
+    wait_until(lambda: latest_epoch(run) >= 1, driver, "a registered checkpoint")
+    outage.off()
+    assert driver.wait() != 0, driver.tail()
+    committed = latest_epoch(run)
+    # One line of ours (Ray's controller logs its own traceback of the failed request above it).
+    (ours,) = [line for line in driver.err.read_text().splitlines() if line.startswith("asciiray: ")]
+    assert ours.startswith("asciiray: training failed: ") and "NETWORK_CONNECTION" in ours, driver.tail()
+    assert ours.endswith("--resume continues the run from its last complete checkpoint"), ours
+    assert_every_checkpoint_verifies(run)
+
+    outage.on()
+    resumed = Driver([*args, "--resume"], {**own_ray, "AWS_ENDPOINT_URL": outage.endpoint}, tmp_path, "resume")
+    assert resumed.wait() == 0, resumed.tail()
+    assert epochs(history(run)) == list(range(1, n + 1))
+    assert resumed_from(resumed)[0] == committed >= 1, resumed.tail()
+    assert_every_checkpoint_verifies(run)

@@ -57,7 +57,11 @@ def fit(train, options: type, args: argparse.Namespace):
     except runner.RunStopped as exc:
         print(f"asciiray: {exc}", file=sys.stderr)
     except TrainingFailedError as exc:
-        print(f"asciiray: training failed: {last_line(exc)}", file=sys.stderr)
+        line = last_line(exc)
+        # pyarrow's S3 errors say "AWS Error ...": storage failed after its retries, the run can go on later.
+        hint = ("; when S3 is reachable again, --resume continues the run from its last complete checkpoint"
+                if "AWS Error" in line else "")
+        print(f"asciiray: training failed: {line}{hint}", file=sys.stderr)
     return None
 
 
