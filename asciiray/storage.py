@@ -36,9 +36,9 @@ def join(uri: str, *parts: str) -> str:
     return uri
 
 
-# Attempts per S3 request when AWS_MAX_ATTEMPTS is unset (the AWS SDK's own default, 3, gives up after
-# about 3 s): with the standard mode's backoff (random, doubling, at most 20 s apart) 10 attempts span
-# about a minute and a half.
+# Attempts per S3 request when AWS_MAX_ATTEMPTS is unset (the AWS SDK's own default, 3, gives up within
+# a few seconds): with the standard mode's backoff (random, doubling, at most 20 s apart) 10 attempts
+# span about a minute and a half (91 s seen against a closed port).
 DEFAULT_MAX_ATTEMPTS = 10
 # AWS_RETRY_MODE values and pyarrow's strategies; pyarrow has no client-side rate limiting, so
 # "adaptive" retries as "standard" does.
