@@ -3,11 +3,19 @@
 S3-compatible stores are reached through the standard AWS variables
 (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), which pyarrow, boto3 and Ray all
 honour, so the same URI works against AWS, MinIO or a test server.
+
+Every S3 request is retried with backoff by the AWS SDK inside pyarrow, as
+the standard variables AWS_RETRY_MODE and AWS_MAX_ATTEMPTS say (boto3 reads
+the same ones), so a storage outage of a minute or so is ridden out wherever
+the run touches S3: checkpoint uploads, TensorBoard sync, corpus reads, and
+Ray Train's own run state (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -28,6 +36,59 @@ def join(uri: str, *parts: str) -> str:
     return uri
 
 
+# Attempts per S3 request when AWS_MAX_ATTEMPTS is unset (the AWS SDK's own default, 3, gives up within
+# a few seconds): with the standard mode's backoff (random, doubling, at most 20 s apart) 10 attempts
+# span about a minute and a half (91 s seen against a closed port).
+DEFAULT_MAX_ATTEMPTS = 10
+# AWS_RETRY_MODE values and pyarrow's strategies; pyarrow has no client-side rate limiting, so
+# "adaptive" retries as "standard" does.
+RETRY_MODES = {"standard": pafs.AwsStandardS3RetryStrategy, "adaptive": pafs.AwsStandardS3RetryStrategy,
+               "legacy": pafs.AwsDefaultS3RetryStrategy}
+
+
+def s3_retries() -> tuple[str, int]:
+    """(mode, attempts) from AWS_RETRY_MODE and AWS_MAX_ATTEMPTS, as boto3 reads them; a bad value is a UserError."""
+    mode = os.environ.get("AWS_RETRY_MODE") or "standard"
+    if mode not in RETRY_MODES:
+        raise UserError(f"AWS_RETRY_MODE={mode!r} is unknown: use one of {', '.join(RETRY_MODES)}")
+    attempts = os.environ.get("AWS_MAX_ATTEMPTS") or str(DEFAULT_MAX_ATTEMPTS)
+    if not attempts.isdigit() or int(attempts) < 1:
+        raise UserError(f"AWS_MAX_ATTEMPTS={attempts!r} must be a whole number of at least 1 (tries per S3 request)")
+    return mode, int(attempts)
+
+
+class S3FileSystem(pafs.S3FileSystem):
+    """pyarrow's S3 filesystem with the retries of `s3_retries`, kept when pickled.
+
+    Ray sends the run's filesystem to its controller, its workers and Ray Data's read
+    tasks; pyarrow's own pickling drops the retry strategy, this one rebuilds it.
+    """
+
+    def __init__(self, endpoint: str | None, region: str | None, retry_mode: str, max_attempts: int) -> None:
+        super().__init__(endpoint_override=endpoint, region=region,
+                         retry_strategy=RETRY_MODES[retry_mode](max_attempts=max_attempts))
+        self._args = (endpoint, region, retry_mode, max_attempts)
+
+    def __reduce__(self):
+        return type(self), self._args
+
+
+def s3_filesystem(bucket: str) -> S3FileSystem:
+    """An S3 filesystem for `bucket`, set up as pyarrow's `from_uri` would (endpoint from AWS_ENDPOINT_URL_S3 or
+    AWS_ENDPOINT_URL; on AWS itself, the bucket's region) plus our retries."""
+    retries = s3_retries()
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return S3FileSystem(endpoint, None if endpoint else _bucket_region(bucket), *retries)
+
+
+@functools.lru_cache(maxsize=None)
+def _bucket_region(bucket: str) -> str:
+    try:
+        return pafs.resolve_s3_region(bucket)
+    except OSError as exc:
+        raise error(f"s3://{bucket}", exc) from None
+
+
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and in-filesystem path for a local path or s3:// URI."""
     uri = str(uri)
@@ -35,8 +96,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         bucket_and_key = uri[len("s3://"):].rstrip("/")
         if not bucket_and_key:
             raise UserError(f"{uri}: an S3 URI needs a bucket, e.g. s3://my-bucket/prefix")
-        # from_uri reads AWS_ENDPOINT_URL, region and credentials from the environment.
-        return pafs.FileSystem.from_uri("s3://" + bucket_and_key.split("/")[0])[0], bucket_and_key
+        return s3_filesystem(bucket_and_key.split("/")[0]), bucket_and_key
     return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
 
 

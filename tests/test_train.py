@@ -225,7 +225,7 @@ def test_unreachable_s3_endpoint(tmp_path, monkeypatch, capsys):
     assert "s3://nowhere/runs" in err and "AWS_ENDPOINT_URL" in err
 
 
-def test_max_pieces_default_depends_on_the_corpus(tiny_corpus):
+def test_max_pieces_default_depends_on_the_corpus(tiny_corpus, tmp_path):
     from asciiray import data
     from asciiray.embedded import DEFAULT_CORPUS
 
@@ -234,7 +234,7 @@ def test_max_pieces_default_depends_on_the_corpus(tiny_corpus):
     assert data.source(None, 0) == (DEFAULT_CORPUS, 0)
     assert data.source(tiny_corpus, 7) == (tiny_corpus, 7)
     with pytest.raises(UserError, match="--max-pieces -2"):
-        config(None, None, max_pieces=-2)
+        config(tmp_path, tiny_corpus, max_pieces=-2)
 
 
 def test_a_rejected_option_leaves_no_run_behind(tiny_corpus, tmp_path):

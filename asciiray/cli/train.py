@@ -69,7 +69,11 @@ def fit(train, options: type, args: argparse.Namespace):
     except runner.RunStopped as exc:
         print(f"asciiray: {exc}", file=sys.stderr)
     except TrainingFailedError as exc:
-        print(f"asciiray: training failed: {last_line(exc)}", file=sys.stderr)
+        line = last_line(exc)
+        # pyarrow's S3 errors say "AWS Error ...": storage failed after its retries, the run can go on later.
+        hint = ("; when S3 is reachable again, --resume continues the run from its last complete checkpoint"
+                if "AWS Error" in line else "")
+        print(f"asciiray: training failed: {line}{hint}", file=sys.stderr)
     return None
 
 
@@ -85,7 +89,9 @@ def run_train(args: argparse.Namespace) -> int:
           f"ink_ratio {m['val/ink_ratio']:.2f}, near_collapse {m['val/near_collapse']:.3f}, "
           f"space_collapse {m['val/space_collapse']:.3f}")
     if result.checkpoint:
-        show_model(_uri(result.checkpoint))
+        from asciiray.train.checkpoint import uri_of
+
+        show_model(uri_of(result.checkpoint))
     return 0
 
 
@@ -100,6 +106,8 @@ def show_model(uri: str) -> None:
     print_pairs(reconstruction_pairs(vae, [], 1))
     logdir = default_logdir(vae)
     print(f"\nprojector: {write_projector(vae, logdir)} validation pieces' mu in {logdir}")
+
+
 def run_lr_find(args: argparse.Namespace) -> int:
     from asciiray.train import lr_find, vae
 
@@ -121,8 +129,3 @@ def last_line(exc: Exception) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def _uri(ckpt) -> str:
-    """A Ray Checkpoint's location as a URI our storage layer understands."""
-    import pyarrow.fs as pafs
-
-    return ckpt.path if isinstance(ckpt.filesystem, pafs.LocalFileSystem) else "s3://" + ckpt.path

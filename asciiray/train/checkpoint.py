@@ -1,31 +1,36 @@
-"""Checkpoints a training run writes: weights and metadata (asciiray.checkpoint) plus the training state.
-
-`state.pt` holds the optimizer and grad scaler, read back with `weights_only=True`,
-so loading never unpickles arbitrary objects.
+"""What a training run adds to a checkpoint (asciiray.checkpoint holds the rest): the optimizer and grad
+scaler in `state.pt`, read back with `weights_only=True`; writing in the order that makes a cut-short
+checkpoint visibly incomplete; and the fallback past damaged checkpoints when a run (re)starts.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 
-from asciiray.checkpoint import (META_FILE, MODEL_FILE, latest_in, load_meta, load_weights,  # noqa: F401
-                                 opened, save_weights)
+from asciiray import storage
+from asciiray.checkpoint import (FORMAT, META_FILE, MODEL_FILE, Damaged, checkpoints_in,  # noqa: F401
+                                 first_complete, latest_in, load_meta, load_weights, opened, save_weights,
+                                 verify, write_meta)
 
 STATE_FILE = "state.pt"
 
 
 def save(directory: str | Path, model: torch.nn.Module, meta: dict[str, Any],
          training_state: dict[str, Any] | None = None) -> None:
-    """Write one checkpoint into an existing local directory."""
+    """Write one checkpoint into an existing local directory, meta.json (with the other files' hashes) last."""
     directory = Path(directory)
     save_weights(directory, model)
+    files = [MODEL_FILE]
     if training_state is not None:
         torch.save(training_state, directory / STATE_FILE)
-    (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        files.append(STATE_FILE)
+    write_meta(directory, meta, files)
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any] | None:
@@ -33,3 +38,48 @@ def load_training_state(directory: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@contextlib.contextmanager
+def resumed(run_uri: str, offered: str | None, announce: bool) -> Iterator[Path | None]:
+    """The checkpoint a (re)started run continues from, as a verified local directory; None for a fresh start.
+
+    `offered` is the one Ray Train restores (the latest it registered, after a worker failure or for
+    a run of the same name and storage). When it is damaged or incomplete, the newest complete
+    checkpoint written before it takes its place, with a one-line warning (when `announce`, so
+    one worker says it).
+    """
+    if offered is None:
+        yield None
+        return
+    name = offered.rstrip("/").rsplit("/", 1)[-1]
+    older = [c for c in checkpoints_in(run_uri) if c.rstrip("/").rsplit("/", 1)[-1] < name]
+    with first_complete([offered, *older], f"run {run_uri}", announce) as (_, directory):
+        yield directory
+
+
+def uploader(run_uri: str) -> Callable[[Any, str], Any]:
+    """Ray Train's `checkpoint_upload_fn` for a run: copies a local checkpoint into the run, meta.json last.
+
+    A copy cut short therefore leaves no meta.json: an incomplete checkpoint, which
+    is never loaded. Errors are pyarrow's, so Ray's retries of an upload recognise
+    the AWS network errors they retry.
+    """
+    def upload(ckpt: Any, dir_name: str) -> Any:
+        import ray.train
+
+        fs, target = storage.filesystem(storage.join(run_uri, dir_name))
+        local = Path(ckpt.path)
+        names = sorted(p.name for p in local.iterdir() if p.is_file() and p.name != META_FILE)
+        fs.create_dir(target, recursive=True)
+        for name in [*names, META_FILE]:
+            pafs.copy_files(str(local / name), f"{target}/{name}", source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=fs)
+        return ray.train.Checkpoint(path=target, filesystem=fs)
+
+    return upload
+
+
+def uri_of(ckpt: Any) -> str:
+    """A Ray Checkpoint's location as a URI for `storage`."""
+    return ckpt.path if isinstance(ckpt.filesystem, pafs.LocalFileSystem) else "s3://" + ckpt.path

@@ -192,16 +192,16 @@ def run(task_cls: type[Task], job: Job) -> None:
     model = task.build_model()
     meta: dict[str, Any] = {"epoch": 0, "step": 0, "history": []}
     state = None
-    restored = ray.train.get_checkpoint()
-    if restored:
-        with restored.as_directory() as d:
+    offered = ray.train.get_checkpoint()
+    with checkpoint.resumed(job.run_uri, offered and checkpoint.uri_of(offered), announce=rank == 0) as d:
+        if d:
             checkpoint.load_weights(d, model)
             state = checkpoint.load_training_state(d)
             meta = checkpoint.load_meta(d)
-        if rank == 0:
-            log.info("resuming from the checkpoint of epoch %d on %d worker(s)", meta["epoch"], world)
-    else:
-        task.initial_weights(model)
+            if rank == 0:
+                log.info("resuming from the checkpoint of epoch %d on %d worker(s)", meta["epoch"], world)
+        else:
+            task.initial_weights(model)
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -290,7 +290,7 @@ def run(task_cls: type[Task], job: Job) -> None:
                                 {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                                  **({"swa": swa.state_dict(bare)} if swa else {})})
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_upload_fn=checkpoint.uploader(job.run_uri))
 
 
 def _quiet_ray_train(record: logging.LogRecord) -> bool:
