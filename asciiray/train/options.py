@@ -58,12 +58,19 @@ class OptimSection(Section):
         "auto", "auto: bf16 on a GPU that supports it, fp32 on CPU; 16 uses a grad scaler")
     seed: int = option(0, "random seed (each worker adds its rank)")
     max_nonfinite_steps: int = option(20, "stop the run after this many consecutive non-finite steps")
+    # Issue 14: the rate of each step (asciiray.train.schedule).
+    lr_schedule: Literal["constant", "cosine"] = option(
+        "constant", "learning-rate schedule over the run's steps: constant, or cosine (linear warm-up over "
+                    "--lr-warmup of the steps, then a cosine decay to 0 at the last epoch's end)")
+    lr_warmup: float = option(0.05, "share of the run's steps the cosine schedule warms up over")
 
     def check(self) -> None:
         _at_least({"n_epochs": self.n_epochs, "max_nonfinite_steps": self.max_nonfinite_steps}, 1)
         if not self.learning_rate > 0:
             raise UserError(f"--learning-rate {self.learning_rate} must be positive, e.g. 1e-3")
         _at_least({"grad_clip": self.grad_clip}, 0)
+        if not 0 <= self.lr_warmup < 1:
+            raise UserError(f"--lr-warmup {self.lr_warmup} must be a share of the steps in [0, 1)")
 
 
 @dataclass
@@ -143,6 +150,9 @@ class VAEModelSection(Section):
     """Which VAE (the sizes live in asciiray.models.PRESETS)."""
 
     preset: VAE_PRESETS = option("small", "model preset: seed (the prototype's shapes), small (CPU), tiny (tests)")
+    # Issue 14: the decoder starts from the corpus's character distribution.
+    output_prior: bool = option(True, "start the decoder's output bias at the training grids' log character "
+                                      "frequencies (off: the preset's init, as the prototype)")
 
 
 @dataclass

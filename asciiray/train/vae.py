@@ -42,7 +42,10 @@ class VAETask(Task):
     def build_model(self) -> torch.nn.Module:
         from asciiray.models import VAE
 
-        return VAE(self.model_config)
+        model = VAE(self.model_config)
+        if self.cfg.model.output_prior:
+            model.init_output_prior(torch.tensor(self.job.plan.grid_counts(self.model_config.grid)))
+        return model
 
     def batches(self, split: str, epoch: int) -> Iterator[torch.Tensor]:
         from asciiray.losses import random_roll
