@@ -51,8 +51,8 @@ class DataSection(Section):
 class OptimSection(Section):
     """How long and how the weights move."""
 
-    n_epochs: int = option(4, "epochs to train", flags=("-n",))
-    learning_rate: float = option(1e-3, "Adam learning rate")
+    n_epochs: int = option(10, "epochs to train", flags=("-n",))
+    learning_rate: float = option(3e-3, "Adam learning rate (the peak of --lr-schedule cosine)")
     grad_clip: float = option(1.0, "clip the gradient norm to this value (0: no clipping)")
     precision: Literal["auto", "32", "bf16", "16"] = option(
         "auto", "auto: bf16 on a GPU that supports it, fp32 on CPU; 16 uses a grad scaler")
@@ -60,7 +60,7 @@ class OptimSection(Section):
     max_nonfinite_steps: int = option(20, "stop the run after this many consecutive non-finite steps")
     # Issue 14: the rate of each step (asciiray.train.schedule).
     lr_schedule: Literal["constant", "cosine"] = option(
-        "constant", "learning-rate schedule over the run's steps: constant, or cosine (linear warm-up over "
+        "cosine", "learning-rate schedule over the run's steps: constant, or cosine (linear warm-up over "
                     "--lr-warmup of the steps, then a cosine decay to 0 at the last epoch's end)")
     lr_warmup: float = option(0.05, "share of the run's steps the cosine schedule warms up over")
 
@@ -162,9 +162,10 @@ class LossSection(Section):
     kl_coeff: float = option(5e-4, "weight of the KL term, which is summed over z (the prototype averaged over "
                                    "z: its --kl-coeff 0.05 with z = 512 is 0.05 / 512, about 1e-4, here)")
     ce_recon_loss_scale: float = option(1.0, "weight of the cross-entropy reconstruction term")
-    image_recon_loss_coeff: float = option(0.5, "weight of the rendered-image term (--image-loss; 0 turns it off)")
+    image_recon_loss_coeff: float = option(0.0, "weight of the rendered-image term (--image-loss; 0 turns it off: "
+                                                  "on a CPU it makes a small-preset step about 2.5x slower)")
     gumbel_tau_r: float = option(0.1, "Gumbel-softmax temperature decay: tau = max(0.5, exp(-r * epoch))")
-    space_deemph: float = option(1.0, "divide the class weight of the space character by this")
+    space_deemph: float = option(5.0, "divide the class weight of the space character by this (higher: more ink)")
     char_weights_scaling: float = option(0.0, "class weights (1/(count+1))^s from the training pieces' raw "
                                               "character counts: 1 is inverse frequency (the prototype's notes "
                                               "used 0.7), 0 equal weights")
@@ -253,7 +254,7 @@ class RendererTaskSection(Section):
 
 
 def _renderer_optim() -> OptimSection:
-    return OptimSection(learning_rate=3e-3)
+    return OptimSection(n_epochs=4, learning_rate=3e-3, lr_schedule="constant")
 
 
 @dataclass
