@@ -23,7 +23,7 @@ CHECKPOINT_SCORE = ("val/ink_f1", "max")
 
 
 class VAETask(Task):
-    shown_metrics = ("loss", "ce", "kl", "image", "char_acc", "nonspace_acc", "space_collapse")
+    shown_metrics = ("loss", "ce", "kl", "image", "char_acc", "ink_f1", "ink_ratio", "near_collapse")
 
     def __init__(self, job: Job, device: torch.device) -> None:
         super().__init__(job, device)
