@@ -43,6 +43,12 @@ class CorpusPlan:
     char_freq: list[float]
     id_cutoff: str | None = None
 
+    def grid_counts(self, grid: int) -> list[float]:
+        """Character counts [95] of the training pieces as grids: `char_freq` plus the padding spaces."""
+        counts = list(self.char_freq)
+        counts[charset.SPACE] = self.train * grid * grid - (sum(counts) - counts[charset.SPACE])
+        return counts
+
 
 def subset_key(ids):
     """--max-pieces keeps the pieces with the lowest id suffix: a sample independent of the split (id prefix)."""

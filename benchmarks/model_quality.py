@@ -10,7 +10,7 @@ the run's final checkpoint on the run's validation pieces with z = mu
 - quality.png: input | reconstruction pairs of validation pieces, then prior
   samples, at a display resolution, each cropped to its ink.
 
-    .venv/bin/python benchmarks/model_quality.py                      # today's defaults: small, 4 epochs
+    .venv/bin/python benchmarks/model_quality.py                      # the defaults: small, 10 epochs
     .venv/bin/python benchmarks/model_quality.py --preset seed -n 20 --out q/seed -- --kl-coeff 1e-4
 """
 
@@ -29,10 +29,11 @@ from asciiray.inference import TrainedVAE
 COLUMNS = ("char_acc", "ink_precision", "ink_recall", "ink_f1", "ink_ratio", "near_collapse", "space_collapse")
 
 
-def train(out: Path, preset: str, epochs: int, corpus: str, extra: list[str]) -> tuple[list[str], float]:
+def train(out: Path, preset: str, epochs: int | None, corpus: str, extra: list[str]) -> tuple[list[str], float]:
     """Run `asciiray train` into out/runs/quality; its command line and wall seconds."""
     command = ["asciiray", "train", "--storage-path", str(out / "runs"), "--run-name", "quality",
-               "--preset", preset, "-n", str(epochs), *(["--corpus", corpus] if corpus else []), *extra]
+               "--preset", preset, *(["-n", str(epochs)] if epochs else []), *(["--corpus", corpus] if corpus else []),
+               *extra]
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "asciiray", *command[1:]])
     if done.returncode:
@@ -64,7 +65,7 @@ def table(command: list[str], seconds: float, preset: str, epochs: int, pieces: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="small")
-    parser.add_argument("-n", "--n-epochs", type=int, default=4, help="the training budget, in epochs")
+    parser.add_argument("-n", "--n-epochs", type=int, help="the training budget, in epochs (default: the command's)")
     parser.add_argument("--corpus", default="", help="corpus directory or s3:// prefix (default: the embedded one)")
     parser.add_argument("--out", default="benchmarks/out/model_quality", help="directory for the run and results")
     parser.add_argument("--pairs", type=int, default=6, help="input | reconstruction pairs in the PNG")

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from asciiray import storage
-from asciiray.train import checkpoint
+from asciiray.train import checkpoint, schedule
 from asciiray.train.job import STOP_FILE, Job, per_worker_batch
 from asciiray.train.swa import WeightAverage
 
@@ -220,6 +220,8 @@ def run(task_cls: type[Task], job: Job) -> None:
     n_epochs = cfg.optim.n_epochs
     consecutive_bad = 0
     steps_per_epoch = max(1, job.plan.train // world // per_worker_batch(cfg, world))
+    # The schedule's length: each epoch's full batches and its last, partial one.
+    total_steps = math.ceil(job.plan.train / world / per_worker_batch(cfg, world)) * n_epochs
     for epoch in range(meta["epoch"], n_epochs):
         started = time.perf_counter()
         if swa:
@@ -230,6 +232,10 @@ def run(task_cls: type[Task], job: Job) -> None:
         for batch in task.batches("train", epoch):
             with autocast_for(precision, device):
                 loss, stats = task.step(model, batch, epoch)
+            if not (swa and epoch >= swa.start):  # SWA epochs follow SWALR's rate instead
+                for group in optimizer.param_groups:
+                    group["lr"] = schedule.learning_rate(cfg.optim.learning_rate, step, total_steps,
+                                                         cfg.optim.lr_schedule, cfg.optim.lr_warmup)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)

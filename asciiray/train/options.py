@@ -51,10 +51,10 @@ class DataSection(Section):
 class OptimSection(Section):
     """How long and how the weights move."""
 
-    n_epochs: int = option(4, "epochs to train", flags=("-n",))
+    n_epochs: int = option(10, "epochs to train", flags=("-n",))
     learning_rate: float | Literal["auto"] = option(
-        1e-3, "Adam learning rate, or auto: run `asciiray lr-find` on the run's training pieces first and use its "
-              "suggestion (recorded in the run's stored config)")
+        3e-3, "Adam learning rate (the peak of --lr-schedule cosine), or auto: run `asciiray lr-find` on the run's "
+              "training pieces first and use its suggestion (recorded in the run's stored config)")
     grad_clip: float = option(1.0, "clip the gradient norm to this value (0: no clipping)")
     precision: Literal["auto", "32", "bf16", "16"] = option(
         "auto", "auto: bf16 on a GPU that supports it, fp32 on CPU; 16 uses a grad scaler")
@@ -66,6 +66,11 @@ class OptimSection(Section):
                                          "later epoch; checkpoints then hold the averaged weights (off by default)")
     swa_lr: float | None = option(None, "the learning rate of the SWA epochs (default: --learning-rate; the "
                                         "prototype's notes used 0.05)")
+    # Issue 14: the rate of each step (asciiray.train.schedule).
+    lr_schedule: Literal["constant", "cosine"] = option(
+        "cosine", "learning-rate schedule over the run's steps: constant, or cosine (linear warm-up over "
+                    "--lr-warmup of the steps, then a cosine decay to 0 at the last epoch's end)")
+    lr_warmup: float = option(0.05, "share of the run's steps the cosine schedule warms up over")
 
     def check(self) -> None:
         _at_least({"n_epochs": self.n_epochs, "max_nonfinite_steps": self.max_nonfinite_steps}, 1)
@@ -77,6 +82,8 @@ class OptimSection(Section):
                             f"{self.n_epochs}: SWA averages the epochs after the first --swa-start ones")
         if self.swa_lr is not None and not self.swa_lr > 0:
             raise UserError(f"--swa-lr {self.swa_lr} must be positive, e.g. 0.05")
+        if not 0 <= self.lr_warmup < 1:
+            raise UserError(f"--lr-warmup {self.lr_warmup} must be a share of the steps in [0, 1)")
 
 
 @dataclass
@@ -166,6 +173,9 @@ class VAEModelSection(Section):
                                          "run directory, local or s3://) with this run's options: epoch 0, a fresh "
                                          "optimizer; the checkpoint must have this preset's shapes (--resume "
                                          "instead continues a run exactly)")
+    # Issue 14: the decoder starts from the corpus's character distribution.
+    output_prior: bool = option(True, "start the decoder's output bias at the training grids' log character "
+                                      "frequencies (off: the preset's init, as the prototype)")
 
 
 @dataclass
@@ -175,9 +185,10 @@ class LossSection(Section):
     kl_coeff: float = option(5e-4, "weight of the KL term, which is summed over z (the prototype averaged over "
                                    "z: its --kl-coeff 0.05 with z = 512 is 0.05 / 512, about 1e-4, here)")
     ce_recon_loss_scale: float = option(1.0, "weight of the cross-entropy reconstruction term")
-    image_recon_loss_coeff: float = option(0.5, "weight of the rendered-image term (--image-loss; 0 turns it off)")
+    image_recon_loss_coeff: float = option(0.0, "weight of the rendered-image term (--image-loss; 0 turns it off: "
+                                                  "on a CPU it makes a small-preset step about 2.5x slower)")
     gumbel_tau_r: float = option(0.1, "Gumbel-softmax temperature decay: tau = max(0.5, exp(-r * epoch))")
-    space_deemph: float = option(1.0, "divide the class weight of the space character by this")
+    space_deemph: float = option(5.0, "divide the class weight of the space character by this (higher: more ink)")
     char_weights_scaling: float = option(0.0, "class weights (1/(count+1))^s from the training pieces' raw "
                                               "character counts: 1 is inverse frequency (the prototype's notes "
                                               "used 0.7), 0 equal weights")
@@ -266,7 +277,7 @@ class RendererTaskSection(Section):
 
 
 def _renderer_optim() -> OptimSection:
-    return OptimSection(learning_rate=3e-3)
+    return OptimSection(n_epochs=4, learning_rate=3e-3, lr_schedule="constant")
 
 
 @dataclass

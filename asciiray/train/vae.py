@@ -24,7 +24,7 @@ CHECKPOINT_SCORE = ("val/ink_f1", "max")
 
 
 class VAETask(Task):
-    shown_metrics = ("loss", "ce", "kl", "image", "char_acc", "nonspace_acc", "space_collapse")
+    shown_metrics = ("loss", "ce", "kl", "image", "char_acc", "ink_f1", "ink_ratio", "near_collapse")
 
     def __init__(self, job: Job, device: torch.device) -> None:
         super().__init__(job, device)
@@ -42,7 +42,10 @@ class VAETask(Task):
     def build_model(self) -> torch.nn.Module:
         from asciiray.models import VAE
 
-        return VAE(self.model_config)
+        model = VAE(self.model_config)
+        if self.cfg.model.output_prior:
+            model.init_output_prior(torch.tensor(self.job.plan.grid_counts(self.model_config.grid)))
+        return model
 
     def batches(self, split: str, epoch: int) -> Iterator[torch.Tensor]:
         from asciiray.losses import random_roll
