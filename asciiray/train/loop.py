@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -27,6 +26,7 @@ import torch.distributed as dist
 from asciiray import storage
 from asciiray.train import checkpoint
 from asciiray.train.job import STOP_FILE, Job, per_worker_batch
+from asciiray.train.step import TimedBatches, TrainStep, load_adam_state, make_adam
 from asciiray.train.swa import WeightAverage
 
 log = logging.getLogger(__name__)
@@ -204,11 +204,10 @@ def run(task_cls: type[Task], job: Job) -> None:
         task.initial_weights(model)
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.optim.learning_rate)
+    optimizer = make_adam([p for p in model.parameters() if p.requires_grad], cfg.optim.learning_rate, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
     if state:
-        optimizer.load_state_dict(state["optimizer"])
+        load_adam_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
     # Issue 14: stochastic weight averaging (None unless --swa-start).
     swa = WeightAverage.of_run(cfg.optim.swa_start, cfg.optim.swa_lr, bare, optimizer)
@@ -218,36 +217,26 @@ def run(task_cls: type[Task], job: Job) -> None:
     events = EventLog(job.run_uri, enabled=rank == 0)
     step, history = meta["step"], meta["history"]
     n_epochs = cfg.optim.n_epochs
-    consecutive_bad = 0
+    train_step = TrainStep(task.step, model, optimizer, scaler, cfg.optim.grad_clip,
+                           lambda: autocast_for(precision, device), device)
     steps_per_epoch = max(1, job.plan.train // world // per_worker_batch(cfg, world))
     for epoch in range(meta["epoch"], n_epochs):
         started = time.perf_counter()
         if swa:
             swa.begin_epoch(epoch)
         model.train()
-        train_sums, samples, skipped, first_step = Sums(), 0, 0, step
+        train_sums, samples, first_step = Sums(), 0, step
         progress = EpochProgress(cfg.log.progress_every_s, epoch, n_epochs, steps_per_epoch, rank == 0)
-        for batch in task.batches("train", epoch):
-            with autocast_for(precision, device):
-                loss, stats = task.step(model, batch, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip or math.inf)
-            if torch.isfinite(norm) and torch.isfinite(loss):
-                scaler.step(optimizer)
-                train_sums.add(stats)
-                consecutive_bad = 0
-            else:
-                skipped += 1
-                consecutive_bad += 1
-            scaler.update()
+        batches = TimedBatches(task.batches("train", epoch))
+        for batch in batches:
+            train_sums.add(train_step(batch, epoch))
             step += 1
             samples += len(batch)
             progress.tick(step - first_step, samples)
-            if consecutive_bad > cfg.optim.max_nonfinite_steps:
-                break
         elapsed = time.perf_counter() - started
+        # The epoch end is the cadence point where the step's on-device counters are read,
+        # so a run of non-finite steps stops the run here rather than mid-epoch.
+        skipped, consecutive_bad = train_step.read_counters()
         if consecutive_bad > cfg.optim.max_nonfinite_steps:
             report_stop(job.run_uri, epoch, rank, f"{consecutive_bad} consecutive steps had a non-finite loss or gradient")
             return
@@ -267,6 +256,7 @@ def run(task_cls: type[Task], job: Job) -> None:
         metrics = {"epoch": epoch + 1, "step": step, **train_sums.reduce("train", device),
                    **val_sums.reduce("val", device), "lr": optimizer.param_groups[0]["lr"],
                    "samples_per_s": totals[0].item() / elapsed, "skipped_steps": int(totals[1].item()),
+                   "data_wait": batches.wait_s / elapsed,
                    **task.epoch_values(epoch)}
         history.append(metrics)
         text = None
@@ -319,4 +309,5 @@ def progress_line(m: dict[str, Any], n_epochs: int, shown: tuple[str, ...]) -> s
     train = " ".join(f"{k} {m[f'train/{k}']:.4f}" for k in keys if f"train/{k}" in m)
     val = " ".join(f"{k} {m[f'val/{k}']:.4f}" for k in keys)
     return (f"epoch {m['epoch']}/{n_epochs}  train: {train}  |  val: {val}  |  "
-            f"{m['samples_per_s']:.0f} samples/s" + (f", {m['skipped_steps']} skipped" if m["skipped_steps"] else ""))
+            f"{m['samples_per_s']:.0f} samples/s, data wait {m.get('data_wait', 0.0):.0%}"
+            + (f", {m['skipped_steps']} skipped" if m["skipped_steps"] else ""))
