@@ -57,7 +57,8 @@ class Task:
         size = per_worker_batch(self.cfg, ray.train.get_context().get_world_size())
         shard = ray.train.get_dataset_shard(split)
         buffer = max(SHUFFLE_ROWS, 4 * size) if split == "train" else None
-        for batch in shard.iter_torch_batches(batch_size=size, device=self.device, local_shuffle_buffer_size=buffer):
+        for batch in shard.iter_torch_batches(batch_size=size, device=self.device, local_shuffle_buffer_size=buffer,
+                                              **feed_options(split == "train", self.device)):
             yield batch["codes"]
 
     def batches(self, split: str, epoch: int) -> Iterable[Any]:
@@ -82,6 +83,15 @@ class Task:
 
     def initial_weights(self, model: torch.nn.Module) -> None:
         """Load the weights a new run starts from (e.g. --init-from); by default keep the model's own init."""
+
+
+def feed_options(training: bool, device: torch.device) -> dict[str, Any]:
+    """How Ray Data feeds a worker's batches (issue 13). Every run prefetches a few batches ahead of the
+    step; a GPU run also pins the host batches for an asynchronous copy and drops each epoch's short last
+    training batch (a batch of its own shape would cost a CUDA graph / kernel autotune of its own).
+    CPU runs keep the last batch, so what they compute is unchanged."""
+    gpu = device.type == "cuda"
+    return {"prefetch_batches": 4, "pin_memory": gpu, "drop_last": gpu and training}
 
 
 class Sums:
