@@ -13,6 +13,8 @@ import torch
 from asciiray.config import replace
 from asciiray.cli import main
 from asciiray.errors import UserError
+from tests.conftest import history
+from tests.conftest import train_config as config
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
