@@ -27,6 +27,7 @@ import torch.distributed as dist
 from asciiray import storage
 from asciiray.train import checkpoint, schedule
 from asciiray.train.job import STOP_FILE, Job, per_worker_batch
+from asciiray.train.step import TimedBatches, TrainStep, load_adam_state, make_adam
 from asciiray.train.swa import WeightAverage
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ class Task:
         size = per_worker_batch(self.cfg, ray.train.get_context().get_world_size())
         shard = ray.train.get_dataset_shard(split)
         buffer = max(SHUFFLE_ROWS, 4 * size) if split == "train" else None
-        for batch in shard.iter_torch_batches(batch_size=size, device=self.device, local_shuffle_buffer_size=buffer):
+        for batch in shard.iter_torch_batches(batch_size=size, device=self.device, local_shuffle_buffer_size=buffer,
+                                              **feed_options(split == "train", self.device)):
             yield batch["codes"]
 
     def batches(self, split: str, epoch: int) -> Iterable[Any]:
@@ -82,6 +84,15 @@ class Task:
 
     def initial_weights(self, model: torch.nn.Module) -> None:
         """Load the weights a new run starts from (e.g. --init-from); by default keep the model's own init."""
+
+
+def feed_options(training: bool, device: torch.device) -> dict[str, Any]:
+    """How Ray Data feeds a worker's batches (issue 13). Every run prefetches a few batches ahead of the
+    step; a GPU run also pins the host batches for an asynchronous copy and drops each epoch's short last
+    training batch (a batch of its own shape would cost a CUDA graph / kernel autotune of its own).
+    CPU runs keep the last batch, so what they compute is unchanged."""
+    gpu = device.type == "cuda"
+    return {"prefetch_batches": 4, "pin_memory": gpu, "drop_last": gpu and training}
 
 
 class Sums:
@@ -204,11 +215,10 @@ def run(task_cls: type[Task], job: Job) -> None:
             task.initial_weights(model)
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.optim.learning_rate)
+    optimizer = make_adam([p for p in model.parameters() if p.requires_grad], cfg.optim.learning_rate, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
     if state:
-        optimizer.load_state_dict(state["optimizer"])
+        load_adam_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
     # Issue 14: stochastic weight averaging (None unless --swa-start).
     swa = WeightAverage.of_run(cfg.optim.swa_start, cfg.optim.swa_lr, bare, optimizer)
@@ -218,7 +228,8 @@ def run(task_cls: type[Task], job: Job) -> None:
     events = EventLog(job.run_uri, enabled=rank == 0)
     step, history = meta["step"], meta["history"]
     n_epochs = cfg.optim.n_epochs
-    consecutive_bad = 0
+    train_step = TrainStep(task.step, model, optimizer, scaler, cfg.optim.grad_clip,
+                           lambda: autocast_for(precision, device), device)
     steps_per_epoch = max(1, job.plan.train // world // per_worker_batch(cfg, world))
     # The schedule's length: each epoch's full batches and its last, partial one.
     total_steps = math.ceil(job.plan.train / world / per_worker_batch(cfg, world)) * n_epochs
@@ -227,33 +238,22 @@ def run(task_cls: type[Task], job: Job) -> None:
         if swa:
             swa.begin_epoch(epoch)
         model.train()
-        train_sums, samples, skipped, first_step = Sums(), 0, 0, step
+        train_sums, samples, first_step = Sums(), 0, step
         progress = EpochProgress(cfg.log.progress_every_s, epoch, n_epochs, steps_per_epoch, rank == 0)
-        for batch in task.batches("train", epoch):
-            with autocast_for(precision, device):
-                loss, stats = task.step(model, batch, epoch)
+        batches = TimedBatches(task.batches("train", epoch))
+        for batch in batches:
             if not (swa and epoch >= swa.start):  # SWA epochs follow SWALR's rate instead
                 for group in optimizer.param_groups:
                     group["lr"] = schedule.learning_rate(cfg.optim.learning_rate, step, total_steps,
                                                          cfg.optim.lr_schedule, cfg.optim.lr_warmup)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip or math.inf)
-            if torch.isfinite(norm) and torch.isfinite(loss):
-                scaler.step(optimizer)
-                train_sums.add(stats)
-                consecutive_bad = 0
-            else:
-                skipped += 1
-                consecutive_bad += 1
-            scaler.update()
+            train_sums.add(train_step(batch, epoch))
             step += 1
             samples += len(batch)
             progress.tick(step - first_step, samples)
-            if consecutive_bad > cfg.optim.max_nonfinite_steps:
-                break
         elapsed = time.perf_counter() - started
+        # The epoch end is the cadence point where the step's on-device counters are read,
+        # so a run of non-finite steps stops the run here rather than mid-epoch.
+        skipped, consecutive_bad = train_step.read_counters()
         if consecutive_bad > cfg.optim.max_nonfinite_steps:
             report_stop(job.run_uri, epoch, rank, f"{consecutive_bad} consecutive steps had a non-finite loss or gradient")
             return
@@ -273,6 +273,7 @@ def run(task_cls: type[Task], job: Job) -> None:
         metrics = {"epoch": epoch + 1, "step": step, "workers": world, **train_sums.reduce("train", device),
                    **val_sums.reduce("val", device), "lr": optimizer.param_groups[0]["lr"],
                    "samples_per_s": totals[0].item() / elapsed, "skipped_steps": int(totals[1].item()),
+                   "data_wait": batches.wait_s / elapsed,
                    **task.epoch_values(epoch)}
         history.append(metrics)
         text = None
@@ -325,4 +326,5 @@ def progress_line(m: dict[str, Any], n_epochs: int, shown: tuple[str, ...]) -> s
     train = " ".join(f"{k} {m[f'train/{k}']:.4f}" for k in keys if f"train/{k}" in m)
     val = " ".join(f"{k} {m[f'val/{k}']:.4f}" for k in keys)
     return (f"epoch {m['epoch']}/{n_epochs}  train: {train}  |  val: {val}  |  "
-            f"{m['samples_per_s']:.0f} samples/s" + (f", {m['skipped_steps']} skipped" if m["skipped_steps"] else ""))
+            f"{m['samples_per_s']:.0f} samples/s, data wait {m.get('data_wait', 0.0):.0%}"
+            + (f", {m['skipped_steps']} skipped" if m["skipped_steps"] else ""))

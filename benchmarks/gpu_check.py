@@ -1,0 +1,179 @@
+"""One-shot GPU check of training speed (issue 13): prints one table.
+
+On one GPU: `seed` preset, bf16, batch 256. Rows: samples/s of a plain loop fed
+from memory and of `asciiray train` (Ray Train + Ray Data, 1 worker); the data
+wait share of the Ray path; peak GPU memory; host syncs per step
+(torch.cuda.set_sync_debug_mode); the top kernels of a short torch.profiler
+trace; renderer training steps/s. The plain loop runs the loop's own step
+(asciiray.train.step.TrainStep: same non-finite skip, same metric sums) and is
+timed over --steps steps after --warmup steps. The Ray path's figure is its
+mean samples/s over the epochs after the first (an epoch-based figure: see
+docs/PERFORMANCE.md).
+
+    .venv/bin/python benchmarks/gpu_check.py            # on a GPU machine, a few minutes
+    .venv/bin/python benchmarks/gpu_check.py --smoke    # the same code paths on CPU, tiny preset, < 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from typing import Any
+
+import torch
+
+from asciiray import charset, config, data
+from asciiray.embedded import DEFAULT_CORPUS
+from asciiray.train.job import Job
+from asciiray.train.loop import autocast_for
+from asciiray.train.options import RendererTrainConfig, TrainConfig
+from asciiray.train.renderer import RendererTask
+from asciiray.train.step import TrainStep, make_adam
+from asciiray.train.vae import VAETask, train
+
+
+class Bench:
+    """A task's model trained by the loop's step on grids held in memory."""
+
+    def __init__(self, task: Any, grids: torch.Tensor, batch: int, precision: str, device: torch.device) -> None:
+        torch.manual_seed(0)
+        self.device, self.batch, self.grids = device, batch, grids.to(device)
+        model = task.build_model().to(device).train()
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
+        self.step = TrainStep(task.step, model, make_adam(list(model.parameters()), 1e-4, device), scaler,
+                              task.cfg.optim.grad_clip, lambda: autocast_for(precision, device), device)
+        self.i = 0
+
+    def run(self, n: int) -> None:
+        for _ in range(n):
+            index = torch.randint(0, len(self.grids), (self.batch,), device=self.device)
+            self.step(self.grids[index], 0)
+            self.i += 1
+
+    def rate(self, warmup: int, steps: int) -> float:
+        """Steps/s over `steps` steps after `warmup` steps."""
+        self.run(warmup)
+        sync(self.device)
+        started = time.perf_counter()
+        self.run(steps)
+        sync(self.device)
+        return steps / (time.perf_counter() - started)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def host_syncs_per_step(bench: Bench, steps: int) -> str:
+    if bench.device.type != "cuda":
+        return "n/a on CPU (CUDA sync debug mode)"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            bench.run(steps)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return f"{sum('synchroniz' in str(w.message) for w in caught) / steps:.2f}"
+
+
+def top_kernels(bench: Bench, steps: int, n: int = 5) -> list[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = bench.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        bench.run(steps)
+        sync(bench.device)
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:n]
+    return [f"{e.key[:60]} {getattr(e, key) / 1000 / steps:.2f} ms/step" for e in rows]
+
+
+def ray_path(cfg: TrainConfig) -> tuple[float, float]:
+    """Mean samples/s and data-wait share of `asciiray train` over the epochs after the first."""
+    from asciiray.train import checkpoint
+
+    result = train(cfg)
+    with result.checkpoint.as_directory() as d:
+        later = checkpoint.load_meta(d)["history"][1:]
+    return (sum(h["samples_per_s"] for h in later) / len(later), sum(h["data_wait"] for h in later) / len(later))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="CPU, tiny preset, a few steps: checks the code paths")
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    gpu = torch.cuda.is_available() and not args.smoke
+    device = torch.device("cuda" if gpu else "cpu")
+    if gpu:
+        torch.backends.cudnn.benchmark = True
+    preset, batch, precision = ("seed", 256, "bf16") if gpu else ("tiny", 16, "32")
+    steps, warmup, epochs, pieces = (args.steps, args.warmup, 3, 20000) if not args.smoke else (4, 2, 2, 96)
+
+    with tempfile.TemporaryDirectory() as runs:
+        values = dict(preset=preset, corpus=args.corpus, batch_size=batch, precision=precision, n_epochs=epochs,
+                      max_pieces=pieces, storage_path=runs, run_name="gpu-check", roll_std=0.0,
+                      checkpoint_every=epochs, print_every=epochs, threads=None if gpu else 1,
+                      **({} if gpu else {"font_res": 2, "use_gpu": False}))
+        cfg = config.build(TrainConfig, values)
+        uri, max_pieces = data.source(cfg.data.corpus, cfg.data.max_pieces)
+        cfg = config.replace(cfg, corpus=uri, max_pieces=max_pieces)
+        grid = _grid(preset)
+        plan = data.plan(uri, grid, cfg.data.validation_prop, max_pieces)
+        texts = data.fitting_pieces(uri, grid, cfg.data.validation_prop, max_pieces, training=True)["text"]
+        grids = torch.from_numpy(charset.encode_many(texts.to_pylist(), grid))
+        job = Job(kind="vae", cfg=cfg, run_uri="", precision=precision, plan=plan)
+
+        if gpu:
+            torch.cuda.reset_peak_memory_stats()
+        vae = Bench(VAETask(job, device), grids, batch, precision, device)
+        plain = vae.rate(warmup, steps) * batch
+        peak = f"{torch.cuda.max_memory_allocated() / 2 ** 30:.1f} GiB" if gpu else "n/a on CPU"
+        syncs = host_syncs_per_step(vae, max(2, steps // 10))
+        kernels = top_kernels(vae, 3 if args.smoke else 5)
+        ray_rate, wait = ray_path(cfg)
+
+        rcfg = config.build(RendererTrainConfig, {"preset": "default" if gpu else "tiny", "batch_size": batch,
+                                                  "storage_path": runs, "use_gpu": gpu})
+        renderer = Bench(RendererTask(Job(kind="renderer", cfg=rcfg, run_uri="", precision=precision, plan=plan),
+                                      device), grids, batch, precision, device)
+        renderer_rate = renderer.rate(warmup, steps)
+
+    name = torch.cuda.get_device_name() if gpu else "CPU (smoke: code paths only, figures mean nothing)"
+    rows = [
+        ("device", name),
+        ("setup", f"preset {preset}, {precision}, batch {batch}, {steps} timed steps after {warmup}"),
+        ("plain loop (loop's TrainStep, from memory)", f"{plain:.0f} samples/s"),
+        ("asciiray train, Ray 1 worker (epochs 2+)", f"{ray_rate:.0f} samples/s"),
+        ("Ray / plain", f"{ray_rate / plain:.3f}"),
+        ("Ray path data wait share", f"{wait:.1%}"),
+        ("--compile", "not built"),
+        ("96-channel head", "not built"),
+        ("peak GPU memory (plain loop)", peak),
+        ("host syncs per step", syncs),
+        ("renderer training steps/s", f"{renderer_rate:.1f}"),
+        ("multi-GPU scaling", "not built"),
+    ] + [(f"top kernel {i + 1}", k) for i, k in enumerate(kernels)]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def _grid(preset: str) -> int:
+    from asciiray.models import get_preset
+
+    return get_preset(preset).grid
+
+
+if __name__ == "__main__":
+    main()

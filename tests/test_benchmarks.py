@@ -1,0 +1,22 @@
+"""The benchmark scripts still run: their --smoke mode goes through the same code paths on CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.integration
+def test_gpu_check_smoke_prints_its_table():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    for row in ("plain loop", "Ray / plain", "data wait share", "host syncs per step", "renderer training steps/s",
+                "top kernel 1"):
+        assert row in out.stdout, out.stdout
