@@ -189,8 +189,15 @@ def test_jsonl_with_bad_lines_and_reingest(tmp_path):
 def test_readers_explain_a_missing_corpus(tmp_path):
     with pytest.raises(UserError, match="not a corpus .*asciiray corpus build"):
         corpus.read_manifest(str(tmp_path))
-    with pytest.raises(UserError, match="no part-NNNNN.parquet"):
+    with pytest.raises(UserError, match="not a corpus"):
         corpus.shard_uris(str(tmp_path))
+    built = corpus.CorpusBuilder(corpus.Limits(min_bytes=0, min_lines=1))
+    built.add("ab", ["x"], "t")
+    built.write(str(tmp_path / "c"))
+    for shard in (tmp_path / "c").glob("part-*.parquet"):
+        shard.unlink()
+    with pytest.raises(UserError, match="no part-NNNNN.parquet"):
+        corpus.shard_uris(str(tmp_path / "c"))
 
 
 def test_char_frequencies_and_stats(tmp_path):
