@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import signal
 import socket
@@ -511,7 +512,7 @@ def latest_epoch(run_uri: str) -> int:
 def resumed_from(driver: Driver) -> list[int]:
     """Epochs of the checkpoints a run's workers said they resumed from."""
     text = driver.out.read_text() + driver.err.read_text()
-    return [int(line.rsplit(" ", 1)[-1]) for line in text.splitlines()
+    return [int(re.search(r"resuming from the checkpoint of epoch (\d+)", line).group(1)) for line in text.splitlines()
             if "resuming from the checkpoint of epoch" in line]
 
 
