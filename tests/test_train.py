@@ -152,6 +152,7 @@ def learn(tmp_path, seed: int) -> tuple[float, dict[str, float]]:
 
     from asciiray import charset, data
     from asciiray.embedded import DEFAULT_CORPUS
+    from asciiray.inference import TrainedVAE
     from asciiray.train import vae
 
     cfg = config(tmp_path, None, max_pieces=600, n_epochs=10, batch_size=16, learning_rate=5e-3, roll_std=0.0,
@@ -160,7 +161,7 @@ def learn(tmp_path, seed: int) -> tuple[float, dict[str, float]]:
     run = str(tmp_path / "runs" / "t")
     texts = data.validation_pieces(DEFAULT_CORPUS, 16, cfg.data.validation_prop, 0, 600)
     codes = torch.from_numpy(np.stack([charset.encode(t, 16) for t in texts]))
-    return vae.score_checkpoint(run)["ink_f1"], ink_f1_baselines(codes)
+    return TrainedVAE.load(run, "cpu").score()["ink_f1"], ink_f1_baselines(codes)
 
 
 @pytest.mark.integration

@@ -19,5 +19,5 @@ def test_a_renderer_without_gradients_is_refused_before_ray(tmp_path):
     assert out.returncode == 2
     err = out.stderr.strip()
     assert "\n" not in err, err
-    assert err.startswith("asciiray: error: --renderer discrete") and "continuous" in err
+    assert err.startswith("asciiray: error: --renderer 'discrete'") and "continuous" in err
     assert not (runs / "r").exists(), "a rejected command leaves no run behind"

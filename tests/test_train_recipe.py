@@ -136,7 +136,7 @@ def test_swa_run_with_auto_learning_rate_resumes_its_average(tiny_corpus, tmp_pa
     assert main([*resume, "-n", "3", "--resume"]) == 0
     assert "done: 3 epochs" in capsys.readouterr().out
 
-    dirs = sorted((tmp_path / "runs" / "s").glob("checkpoint_*"))
+    dirs = sorted(d for d in (tmp_path / "runs" / "s").glob("checkpoint_*") if d.is_dir())
     states = [checkpoint.load_training_state(d) for d in dirs]
     weights = [load_file(str(d / checkpoint.MODEL_FILE)) for d in dirs]
     metas = [checkpoint.load_meta(d) for d in dirs]

@@ -119,7 +119,10 @@ def make_renderer(spec: str, font_res: int, font_zoom: float = 1.0, grid: int | 
     uri = spec[len(NEURAL_PREFIX):]
     if not uri:
         raise UserError(f"renderer '{NEURAL_PREFIX}' names no checkpoint: use {NEURAL_PREFIX}PATH_OR_S3_URI")
-    renderer = NeuralRenderer.from_checkpoint(uri)
+    try:
+        renderer = NeuralRenderer.from_checkpoint(uri)
+    except UserError as e:
+        raise UserError(f"renderer '{spec}': {e}") from None
     cfg = renderer.cfg
     if (cfg.font_res, cfg.font_zoom) != (font_res, font_zoom):
         raise UserError(f"renderer {uri} draws {cfg.font_res} pixels per cell at font zoom {cfg.font_zoom}, this "
