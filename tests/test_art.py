@@ -192,6 +192,7 @@ def renderer_checkpoint(tmp_path: Path) -> str:
     (["explore", "{run}", "--files", "{a}", "{latin1}"], "not UTF-8"),
     (["sample", "{run}", "-t", "0", "--out", "{out}/txt", "--png", "{out}/s.png"], "temperature"),
     (["sample", "{run}", "--temperature", "-1", "--out", "{out}/txt"], "temperature"),
+    (["sample", "{run}", "-n", "0", "--out", "{out}/txt"], "at least one sample"),
     (["explore", "{run}", "--temperature", "0"], "temperature"),
     (["interpolate", "{run}", "{a}", "{b}", "--steps", "1", "--gif", "{out}/m.gif"], "at least 2 frames"),
     (["export", "{run}", "{run}"], "already exists"),

@@ -116,8 +116,8 @@ def reconstruction_pairs(vae, files: list[str], n: int, png: str | None = None) 
     if not named:
         raise UserError(f"the corpus {vae.meta.get('corpus')} has no validation piece that fits the model's grid: "
                         f"pass text files")
-    inputs = vae.codes([text for _, text in named])
-    outputs = vae.decode(vae.encode([text for _, text in named])).codes
+    texts = [text for _, text in named]
+    inputs, outputs = vae.codes(texts), vae.reconstruct(texts).codes
     if png:
         save_picture(png, pairs_picture(inputs, outputs, [name for name, _ in named]))
     return [(name, charset.side_by_side(*charset.crop_texts(pair)))
@@ -145,8 +145,6 @@ def run_sample(args: argparse.Namespace) -> int:
     from asciiray.render import save_picture, sheet_picture
 
     check_temperature(args.temperature)
-    if args.n < 1:
-        raise UserError(f"-n {args.n}: draw at least one piece")
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     pieces = load(args).sample(args.n, args.temperature, seed)
     picture = sheet_picture(pieces.codes, [f"sample {i + 1}" for i in range(args.n)]) if args.png else None
