@@ -72,7 +72,7 @@ def sheet(rows: list[list[np.ndarray]], atlas: torch.Tensor) -> np.ndarray:
 def picture(run: str, pairs: int, samples: int, path: Path) -> None:
     """Validation inputs beside their reconstructions, a divider, then prior samples."""
     model, meta = vae.load(run)
-    grid, cfg = model.cfg.grid, meta["config"]
+    grid, cfg = model.cfg.grid, meta["config"]["data"]
     texts = data.validation_pieces(meta["corpus"], grid, cfg["validation_prop"], pairs, cfg["max_pieces"])
     inputs = np.stack([charset.encode(t, grid) for t in texts])
     recons = vae.reconstruct(model, inputs)
@@ -118,7 +118,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     scores = vae.score_checkpoint(run)
     model, meta = vae.load(run)
-    cfg = meta["config"]
+    cfg = meta["config"]["data"]
     pieces = len(data.validation_pieces(meta["corpus"], model.cfg.grid, cfg["validation_prop"], 0,
                                         cfg["max_pieces"]))
     text = table(command, seconds, meta["preset"], meta["epoch"], pieces, scores)
