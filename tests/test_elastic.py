@@ -24,7 +24,7 @@ from tests.conftest import make_pieces, ray_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 N_EPOCHS = 2
-PIECES = 1200  # about 1,000 are kept (the smallest are under the corpus's size floor): 112 steps an epoch
+PIECES = 1200  # about 1,000 are kept (the smallest are under the corpus's size floor): 113 steps an epoch
 RUN_TIMEOUT_S = 420
 # The head notices a dead node after 5 missed health checks a second apart, instead of Ray's default
 # (checks every 3 s), so the test spends its time training rather than waiting.

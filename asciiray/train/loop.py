@@ -209,7 +209,8 @@ def run(task_cls: type[Task], job: Job) -> None:
     step, history = meta["step"], meta["history"]
     n_epochs = cfg.optim.n_epochs
     consecutive_bad = 0
-    steps_per_epoch = max(1, job.plan.train // world // per_worker_batch(cfg, world))
+    # Ray's equal split gives each worker train // world pieces; the last batch may be short.
+    steps_per_epoch = max(1, -(-(job.plan.train // world) // per_worker_batch(cfg, world)))
     for epoch in range(meta["epoch"], n_epochs):
         started = time.perf_counter()
         model.train()
