@@ -226,8 +226,9 @@ class RayCluster:
         """Make node `index` vanish as a lost machine would: SIGKILL every one of its processes."""
         return kill_marked(NODE_MARKER, f"{self.marker}-{index}")
 
-    def stop(self, grace_s: float = 20.0) -> None:
-        """SIGTERM the `ray start --block` sessions, then SIGKILL whatever of this cluster is left."""
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM the `ray start --block` sessions, then SIGKILL whatever of this cluster is left (nothing of
+        a test cluster needs keeping, so the grace is short)."""
         for proc in reversed(self.procs):
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
