@@ -244,9 +244,10 @@ class RayCluster:
             return None
 
     def start_node(self, index: int, command: list[str], env: dict[str, str], timeout_s: float = 180.0) -> None:
-        """Start node `index` and wait until it is alive. `ray start` gives a node 30 s (fixed in Ray) to
-        register with the GCS, which a machine shared with busy processes can exceed: a node whose start
-        fails is cleared away by its marker and started again, up to START_ATTEMPTS times."""
+        """Start node `index` and wait until it is alive. On a machine shared with busy processes a start can
+        fail: the raylet exits when its dashboard agent takes over 15 s to start (ray-project/ray#65983) and
+        `ray start` gives the node 30 s to register, both fixed in Ray. A node whose start fails is cleared
+        away by its marker and started again, up to START_ATTEMPTS times."""
         log_path = Path(self.temp_dir, f"start-{index}.log")
         for _ in range(START_ATTEMPTS):
             with open(log_path, "w") as log:
@@ -270,8 +271,9 @@ class RayCluster:
         """Make node `index` vanish as a lost machine would: SIGKILL every one of its processes."""
         return kill_marked(NODE_MARKER, f"{self.marker}-{index}")
 
-    def stop(self, grace_s: float = 20.0) -> None:
-        """SIGTERM the `ray start --block` sessions, then SIGKILL whatever of this cluster is left."""
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM the `ray start --block` sessions, then SIGKILL whatever of this cluster is left (nothing of
+        a test cluster needs keeping, so the grace is short)."""
         for proc in reversed(self.procs):
             try:
                 os.killpg(proc.pid, signal.SIGTERM)

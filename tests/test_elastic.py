@@ -1,5 +1,5 @@
-"""Elastic training on a real two-node Ray cluster (issue 16): the second node is lost mid-epoch, and the
-run finishes every epoch, once each, on the node that is left.
+"""Elastic training (issue 16): the options it takes, and a real two-node Ray cluster whose second node is
+lost mid-epoch while the run finishes every epoch, once each, on the node that is left.
 
 The cluster is `ray start` processes on 127.0.0.1 (tests.conftest.ray_cluster), one CPU per node, so a
 1-CPU worker fits on each node and nowhere else; `asciiray train --address` runs in a subprocess as a
@@ -24,10 +24,10 @@ from tests.conftest import make_pieces, ray_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 N_EPOCHS = 2
-PIECES = 1200  # about 1,000 are kept (the smallest are under the corpus's size floor): 112 steps an epoch
+PIECES = 1200  # about 1,000 are kept (the smallest are under the corpus's size floor): 113 steps an epoch
 RUN_TIMEOUT_S = 420
-# The head notices a dead node after 5 missed health checks a second apart, instead of Ray's default
-# (checks every 3 s), so the test spends its time training rather than waiting.
+# The head notices a dead node after 5 missed health checks a second apart instead of 3 s apart (Ray's
+# default), so the test spends its time training rather than waiting.
 FAST_NODE_DEATH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
 # After a failure Ray Train first retries at the size its (up to 20 s old) view of the cluster allows; a
 # worker group that cannot be placed gives up after this many seconds (default 60) and the size is

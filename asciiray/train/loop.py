@@ -230,7 +230,8 @@ def run(task_cls: type[Task], job: Job) -> None:
     n_epochs = cfg.optim.n_epochs
     train_step = TrainStep(task.step, model, optimizer, scaler, cfg.optim.grad_clip,
                            lambda: autocast_for(precision, device), device)
-    steps_per_epoch = max(1, job.plan.train // world // per_worker_batch(cfg, world))
+    # Ray's equal split gives each worker train // world pieces; the last batch may be short.
+    steps_per_epoch = max(1, -(-(job.plan.train // world) // per_worker_batch(cfg, world)))
     # The schedule's length: each epoch's full batches and its last, partial one.
     total_steps = math.ceil(job.plan.train / world / per_worker_batch(cfg, world)) * n_epochs
     for epoch in range(meta["epoch"], n_epochs):
