@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -232,8 +231,7 @@ def run(task_cls: type[Task], job: Job) -> None:
                            lambda: autocast_for(precision, device), device)
     # Ray's equal split gives each worker train // world pieces; the last batch may be short.
     steps_per_epoch = max(1, -(-(job.plan.train // world) // per_worker_batch(cfg, world)))
-    # The schedule's length: each epoch's full batches and its last, partial one.
-    total_steps = math.ceil(job.plan.train / world / per_worker_batch(cfg, world)) * n_epochs
+    total_steps = steps_per_epoch * n_epochs  # the learning-rate schedule's length
     for epoch in range(meta["epoch"], n_epochs):
         started = time.perf_counter()
         if swa:
