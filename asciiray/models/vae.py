@@ -11,6 +11,7 @@ its model exactly (fields added later default to the shapes of before).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,9 @@ class VAEConfig:
     decoder_linear_norm: bool = option(False, "ReLU + BatchNorm1d after the decoder's linear layer (the prototype's)")
     decoder_sizes: list[int] = option([12, 16, 32, 64], "spatial size after each upsample + conv block")
     decoder_channels: list[int] = option([64, 64, 64, 64], "output channels of each upsample + conv block")
+    decoder_upsample: Literal["bilinear", "shuffle"] = option(
+        "bilinear", "how a decoder block grows: bilinear (resize, then conv) or shuffle (conv to 4x the channels "
+                    "at the smaller size, then pixel shuffle; each block must double the size)")
     head_channels: list[int] = option([NUM_CHARS, NUM_CHARS], "output channels of the head convs; last is 95")
     head_kernel: int = option(5, "kernel size of the head convs (odd)")
     head_norm: bool = option(False, "BatchNorm2d after the ReLU between head convs (the prototype's)")
@@ -71,6 +75,13 @@ class VAEConfig:
         if len(self.decoder_sizes) != len(self.decoder_channels):
             raise bad(f"decoder_sizes has {len(self.decoder_sizes)} entries but decoder_channels has "
                       f"{len(self.decoder_channels)}: give one channel count per decoder block")
+        if self.decoder_upsample not in ("bilinear", "shuffle"):
+            raise bad(f"decoder_upsample = {self.decoder_upsample!r} must be bilinear or shuffle")
+        if self.decoder_upsample == "shuffle":
+            sizes = [self.decoder_start, *self.decoder_sizes]
+            if any(b != 2 * a for a, b in zip(sizes, sizes[1:])):
+                raise bad(f"decoder_upsample = shuffle needs each of decoder_sizes {self.decoder_sizes} to double "
+                          f"the one before (from decoder_start = {self.decoder_start})")
         if self.decoder_sizes[-1] != self.grid:
             raise bad(f"the last of decoder_sizes {self.decoder_sizes} must equal grid = {self.grid}")
         if self.head_channels[-1] != NUM_CHARS:
@@ -171,8 +182,14 @@ class VAE(nn.Module):
         layers = []
         channels = cfg.decoder_start_channels
         for size, out in zip(cfg.decoder_sizes, cfg.decoder_channels):
-            layers += [nn.Upsample(size=(size, size), mode="bilinear", align_corners=False),
-                       nn.Conv2d(channels, out, cfg.kernel, padding=pad), nn.ReLU(), nn.BatchNorm2d(out)]
+            if cfg.decoder_upsample == "shuffle":
+                # Sub-pixel conv: each cell of the smaller map writes its own 2 x 2 block, so the output can
+                # change from one character cell to the next (a bilinear resize smears it over several).
+                grow = [nn.Conv2d(channels, 4 * out, cfg.kernel, padding=pad), nn.PixelShuffle(2)]
+            else:
+                grow = [nn.Upsample(size=(size, size), mode="bilinear", align_corners=False),
+                        nn.Conv2d(channels, out, cfg.kernel, padding=pad)]
+            layers += [*grow, nn.ReLU(), nn.BatchNorm2d(out)]
             channels = out
         for i, out in enumerate(cfg.head_channels):
             if i:
