@@ -84,6 +84,12 @@ class Task:
     def initial_weights(self, model: torch.nn.Module) -> None:
         """Load the weights a new run starts from (e.g. --init-from); by default keep the model's own init."""
 
+    def compiled(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model to train with under --compile; a task may compile its loss code here too."""
+        from asciiray.train.compiled import compile_module
+
+        return compile_module(model)
+
 
 def feed_options(training: bool, device: torch.device) -> dict[str, Any]:
     """How Ray Data feeds a worker's batches (issue 13). Every run prefetches a few batches ahead of the
@@ -214,6 +220,8 @@ def run(task_cls: type[Task], job: Job) -> None:
             task.initial_weights(model)
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
+    if cfg.resources.compile:  # checkpoints, SWA and samples keep using `bare`, the eager module
+        model = task.compiled(model)
     optimizer = make_adam([p for p in model.parameters() if p.requires_grad], cfg.optim.learning_rate, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
     if state:
