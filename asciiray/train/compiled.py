@@ -33,11 +33,12 @@ def check_available(gpu: bool) -> None:
                         "was found (g++, or the one CXX names): install g++ or set CXX, or drop --compile") from None
 
 
-def compile_module(model: torch.nn.Module) -> torch.nn.Module:
-    """The module compiled as a whole (DDP included: its buckets become graph breaks of their own)."""
-    return torch.compile(model)
+def compile_module(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
+    """The module compiled as a whole (DDP included: its buckets become graph breaks of their own).
+    `backend` "eager" only captures graphs (quick: checks the code paths, e.g. gpu_check --smoke)."""
+    return torch.compile(model, backend=backend)
 
 
-def compile_function(fn: Callable[..., Any]) -> Callable[..., Any]:
+def compile_function(fn: Callable[..., Any], backend: str = "inductor") -> Callable[..., Any]:
     """A loss function compiled; the values that change during a run must reach it as tensors."""
-    return torch.compile(fn)
+    return torch.compile(fn, backend=backend)

@@ -127,8 +127,8 @@ class LogSection(Section):
               "ends then validate only where a checkpoint is written, and an epoch's metrics carry the latest "
               "validation (default: validate at every epoch end)")
     log_every_steps: int | None = option(
-        None, "write TensorBoard scalars train_step/* (this worker's metrics of the last N steps, lr, samples/s) "
-              "every N training steps (default: per epoch only)")
+        None, "write TensorBoard scalars train_step/* (the metrics of the last N steps over all workers, the "
+              "learning rate, a worker's samples/s) every N training steps (default: per epoch only)")
 
     def check(self) -> None:
         _at_least({"print_every": self.print_every}, 1)

@@ -92,11 +92,11 @@ class VAETask(Task):
         stats.update(reconstruction_sums(out[0].detach(), codes))
         return terms["loss"], stats
 
-    def compiled(self, model: torch.nn.Module) -> torch.nn.Module:
+    def compiled(self, model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
         from asciiray.train.compiled import compile_function
 
-        self.terms = compile_function(self.loss_terms)
-        return super().compiled(model)
+        self.terms = compile_function(self.loss_terms, backend)
+        return super().compiled(model, backend)
 
     def epoch_values(self, epoch: int) -> dict[str, float]:
         from asciiray.losses import gumbel_tau
