@@ -83,7 +83,7 @@ def gumbel_tau(epoch: int, rate: float) -> float:
     return max(TAU_MIN, math.exp(-rate * epoch))
 
 
-def gumbel_sample(logp: torch.Tensor, tau: float,
+def gumbel_sample(logp: torch.Tensor, tau: float | torch.Tensor,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A Gumbel-softmax sample of each cell of log-probabilities [B, 95, S, S]: (hard, soft).
 
@@ -143,7 +143,7 @@ def image_distance(image: torch.Tensor, target: torch.Tensor, kind: str = "mse")
     raise ValueError(f"image loss {kind!r} is unknown: use one of {', '.join(IMAGE_LOSSES)}")
 
 
-def image_loss(renderer: Renderer, codes: torch.Tensor, logp: torch.Tensor, tau: float,
+def image_loss(renderer: Renderer, codes: torch.Tensor, logp: torch.Tensor, tau: float | torch.Tensor,
                generator: torch.Generator | None = None, kind: str = "mse") -> torch.Tensor:
     """`kind` distance between the rendered input and the rendered straight-through Gumbel sample of the decoder.
 
@@ -161,7 +161,7 @@ def image_loss(renderer: Renderer, codes: torch.Tensor, logp: torch.Tensor, tau:
 
 def compute_losses(model_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], codes: torch.Tensor, *,
                    weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
-                   renderer: Renderer | None = None, tau: float = 1.0, kl_coeff: float = 1.0,
+                   renderer: Renderer | None = None, tau: float | torch.Tensor = 1.0, kl_coeff: float = 1.0,
                    ce_recon_loss_scale: float = 1.0, image_recon_loss_coeff: float = 0.0,
                    image_kind: str = "mse") -> dict[str, torch.Tensor]:
     """The weighted total and its terms: keys loss, kl, ce, image (image is 0 when its coefficient is)."""

@@ -4,7 +4,10 @@ On one GPU: `seed` preset, bf16, batch 256. Rows: samples/s of a plain loop fed
 from memory and of `asciiray train` (Ray Train + Ray Data, 1 worker); the data
 wait share of the Ray path; peak GPU memory; host syncs per step
 (torch.cuda.set_sync_debug_mode); the top kernels of a short torch.profiler
-trace; renderer training steps/s. The plain loop runs the loop's own step
+trace; renderer training steps/s; the plain loop again with `--compile` and
+with a 96-channel head (`--pad-head`), as ratios to the first. With --smoke,
+`--compile` uses torch.compile's "eager" backend (graph capture only: inductor
+takes minutes to compile on a CPU), so its figure means nothing there. The plain loop runs the loop's own step
 (asciiray.train.step.TrainStep: same non-finite skip, same metric sums) and is
 timed over --steps steps after --warmup steps. The Ray path's figure is its
 mean samples/s over the epochs after the first (an epoch-based figure: see
@@ -36,14 +39,18 @@ from asciiray.train.vae import VAETask, train
 
 
 class Bench:
-    """A task's model trained by the loop's step on grids held in memory."""
+    """A task's model trained by the loop's step on grids held in memory (compiled with `compile_backend`)."""
 
-    def __init__(self, task: Any, grids: torch.Tensor, batch: int, precision: str, device: torch.device) -> None:
+    def __init__(self, task: Any, grids: torch.Tensor, batch: int, precision: str, device: torch.device,
+                 compile_backend: str | None = None) -> None:
         torch.manual_seed(0)
         self.device, self.batch, self.grids = device, batch, grids.to(device)
         model = task.build_model().to(device).train()
+        params = list(model.parameters())
+        if compile_backend:
+            model = task.compiled(model, compile_backend)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
-        self.step = TrainStep(task.step, model, make_adam(list(model.parameters()), 1e-4, device), scaler,
+        self.step = TrainStep(task.step, model, make_adam(params, 1e-4, device), scaler,
                               task.cfg.optim.grad_clip, lambda: autocast_for(precision, device), device)
         self.i = 0
 
@@ -104,6 +111,18 @@ def ray_path(cfg: TrainConfig) -> tuple[float, float]:
     return (sum(h["samples_per_s"] for h in later) / len(later), sum(h["data_wait"] for h in later) / len(later))
 
 
+def vae_setup(values: dict[str, Any], precision: str) -> tuple[TrainConfig, Job, torch.Tensor]:
+    """The run config of `values`, its Job (no run directory) and the uint8 grids of its training pieces."""
+    cfg = config.build(TrainConfig, values)
+    uri, max_pieces = data.source(cfg.data.corpus, cfg.data.max_pieces)
+    cfg = config.replace(cfg, corpus=uri, max_pieces=max_pieces)
+    grid = _grid(cfg.model.preset)
+    plan = data.plan(uri, grid, cfg.data.validation_prop, max_pieces)
+    texts = data.fitting_pieces(uri, grid, cfg.data.validation_prop, max_pieces, training=True)["text"]
+    grids = torch.from_numpy(charset.encode_many(texts.to_pylist(), grid))
+    return cfg, Job(kind="vae", cfg=cfg, run_uri="", precision=precision, plan=plan), grids
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny preset, a few steps: checks the code paths")
@@ -125,14 +144,8 @@ def main() -> None:
                       max_pieces=pieces, storage_path=runs, run_name="gpu-check", roll_std=0.0,
                       checkpoint_every=epochs, print_every=epochs, threads=None if gpu else 1,
                       **({} if gpu else {"font_res": 2, "use_gpu": False}))
-        cfg = config.build(TrainConfig, values)
-        uri, max_pieces = data.source(cfg.data.corpus, cfg.data.max_pieces)
-        cfg = config.replace(cfg, corpus=uri, max_pieces=max_pieces)
-        grid = _grid(preset)
-        plan = data.plan(uri, grid, cfg.data.validation_prop, max_pieces)
-        texts = data.fitting_pieces(uri, grid, cfg.data.validation_prop, max_pieces, training=True)["text"]
-        grids = torch.from_numpy(charset.encode_many(texts.to_pylist(), grid))
-        job = Job(kind="vae", cfg=cfg, run_uri="", precision=precision, plan=plan)
+        cfg, job, grids = vae_setup(values, precision)
+        plan = job.plan
 
         if gpu:
             torch.cuda.reset_peak_memory_stats()
@@ -142,6 +155,10 @@ def main() -> None:
         syncs = host_syncs_per_step(vae, max(2, steps // 10))
         kernels = top_kernels(vae, 3 if args.smoke else 5)
         ray_rate, wait = ray_path(cfg)
+        compiled = Bench(VAETask(job, device), grids, batch, precision, device,
+                         compile_backend="eager" if args.smoke else "inductor").rate(warmup, steps) * batch
+        padded_job = vae_setup({**values, "pad_head": True}, precision)[1]
+        padded = Bench(VAETask(padded_job, device), grids, batch, precision, device).rate(warmup, steps) * batch
 
         rcfg = config.build(RendererTrainConfig, {"preset": "default" if gpu else "tiny", "batch_size": batch,
                                                   "storage_path": runs, "use_gpu": gpu})
@@ -157,8 +174,9 @@ def main() -> None:
         ("asciiray train, Ray 1 worker (epochs 2+)", f"{ray_rate:.0f} samples/s"),
         ("Ray / plain", f"{ray_rate / plain:.3f}"),
         ("Ray path data wait share", f"{wait:.1%}"),
-        ("--compile", "not built"),
-        ("96-channel head", "not built"),
+        ("plain loop, --compile" + (" (smoke: eager backend)" if args.smoke else ""),
+         f"{compiled:.0f} samples/s, {compiled / plain:.3f}x"),
+        ("plain loop, 96-channel head (--pad-head)", f"{padded:.0f} samples/s, {padded / plain:.3f}x"),
         ("peak GPU memory (plain loop)", peak),
         ("host syncs per step", syncs),
         ("renderer training steps/s", f"{renderer_rate:.1f}"),

@@ -24,19 +24,19 @@ the continuous renderer is exact, on soft grids it is the baseline to beat.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import time
 
 import numpy as np
 import torch
 
-from asciiray import charset, corpus
+from asciiray import charset, config, corpus
 from asciiray.embedded import DEFAULT_CORPUS
-from asciiray.models import count_parameters
+from asciiray.models import NeuralRenderer, count_parameters
 from asciiray.render import render_probs
-from asciiray.train.renderer import (EVAL_SETS, RendererTask, RendererTrainConfig, image_errors, load_renderer,
-                                     target_image)
+from asciiray.train.job import Job
+from asciiray.train.renderer import EVAL_SETS, RendererTask, image_errors, target_image
+from asciiray.train.options import RendererTrainConfig
 
 
 def split_grids(uri: str, grid: int, validation_prop: float, eval_pieces: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,25 +46,25 @@ def split_grids(uri: str, grid: int, validation_prop: float, eval_pieces: int) -
     ids = [i for i, f in zip(table["id"].to_pylist(), fits) if f]
     texts = [t for t, f in zip(table["text"].to_pylist(), fits) if f]
     held = corpus.validation_mask(ids, validation_prop)
-    train = np.stack([charset.encode(t, grid) for t, v in zip(texts, held) if not v])
-    val = np.stack([charset.encode(t, grid) for t, v in zip(texts, held) if v][:eval_pieces])
+    train = charset.encode_many([t for t, v in zip(texts, held) if not v], grid)
+    val = charset.encode_many([t for t, v in zip(texts, held) if v][:eval_pieces], grid)
     return torch.from_numpy(train), torch.from_numpy(val)
 
 
 def train(task: RendererTask, grids: torch.Tensor, steps: int, seconds: float) -> tuple[torch.nn.Module, int, float]:
     """The renderer after `steps` steps or `seconds` of training, whichever ends first (0: no limit)."""
-    cfg = task.config
+    cfg = task.cfg
     model = task.build_model().to(task.device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.learning_rate)
     started = last = time.perf_counter()
     step, recent = 0, []
     while (not steps or step < steps) and (not seconds or time.perf_counter() - started < seconds):
-        index = torch.randint(0, len(grids), (cfg["batch_size"],))
+        index = torch.randint(0, len(grids), (cfg.data.batch_size,))
         probs = task.train_inputs(grids[index].to(task.device))
-        mse, psnr = image_errors(model(probs), target_image(probs, task.atlas, cfg["target"]))
+        mse, psnr = image_errors(model(probs), target_image(probs, task.atlas, cfg.task.target))
         optimizer.zero_grad(set_to_none=True)
         mse.mean().backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"] or math.inf)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)
         optimizer.step()
         step += 1
         recent.append(psnr.mean().item())
@@ -89,7 +89,7 @@ def evaluate(task: RendererTask, model: torch.nn.Module, grids: torch.Tensor, ba
     for start in range(0, len(grids), batch):
         views = task.eval_inputs(grids[start:start + batch].to(task.device), generator)
         for name, probs in views.items():
-            target = target_image(probs, task.atlas, task.config["target"])
+            target = target_image(probs, task.atlas, task.cfg.task.target)
             add(f"neural/{name}", model(probs), target)
             add(f"continuous/{name}", render_probs(probs, task.atlas), target)
             add(f"blank/{name}", torch.zeros_like(target), target)
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=8.0, help="training time budget (0: no time limit)")
     parser.add_argument("-b", "--batch-size", type=int, default=16)
     parser.add_argument("--crop", type=int, default=32, help="train on crop x crop windows (0: whole grids)")
-    parser.add_argument("--learning-rate", type=float, default=RendererTrainConfig.learning_rate)
+    parser.add_argument("--learning-rate", type=float, default=RendererTrainConfig().optim.learning_rate)
     parser.add_argument("--eval-pieces", type=int, default=256, help="held-out pieces to score")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
@@ -118,16 +118,16 @@ def main() -> None:
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    cfg = RendererTrainConfig(preset=args.preset, font_res=args.font_res, batch_size=args.batch_size,
-                              crop=args.crop, learning_rate=args.learning_rate, corpus=args.corpus, seed=args.seed)
-    settings = dataclasses.asdict(cfg)
+    values = dict(preset=args.preset, font_res=args.font_res or None, batch_size=args.batch_size,
+                  crop=args.crop or None, learning_rate=args.learning_rate, corpus=args.corpus, seed=args.seed)
     if args.checkpoint:
-        model = load_renderer(args.checkpoint, device)
-        settings.update(font_res=model.cfg.font_res, font_zoom=model.cfg.font_zoom)
-    task = RendererTask(settings, device)
+        model = NeuralRenderer.from_checkpoint(args.checkpoint, device)
+        values.update(font_res=model.cfg.font_res, font_zoom=model.cfg.font_zoom)
+    cfg = config.build(RendererTrainConfig, values)
+    task = RendererTask(Job(kind="renderer", cfg=cfg, run_uri="", precision="32", plan=None), device)
     shape = model.cfg if args.checkpoint else task.model_config
     grid = shape.grid
-    train_grids, held_out = split_grids(args.corpus, grid, cfg.validation_prop, args.eval_pieces)
+    train_grids, held_out = split_grids(args.corpus, grid, cfg.data.validation_prop, args.eval_pieces)
     where = f"{torch.cuda.get_device_name()}" if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"renderer {args.checkpoint or args.preset}: {shape}")
     if args.checkpoint:
@@ -140,7 +140,7 @@ def main() -> None:
     print(f"{count_parameters(model):,} parameters; {budget}")
     scores = evaluate(task, model, held_out, batch=32)
     print(f"\nheld-out scores on {len(held_out)} pieces of {args.corpus} ({grid}x{grid} grids, "
-          f"{shape.font_res} px per cell), target: {cfg.target} render of the argmax")
+          f"{shape.font_res} px per cell), target: {cfg.task.target} render of the argmax")
     print(f"{'grids':8s} {'scorer':11s} {'mean PSNR':>10s} {'pooled PSNR':>12s} {'MSE':>10s}")
     for name in EVAL_SETS:
         for scorer in ("neural", "continuous", "blank"):

@@ -18,5 +18,5 @@ def test_gpu_check_smoke_prints_its_table():
                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-3000:]
     for row in ("plain loop", "Ray / plain", "data wait share", "host syncs per step", "renderer training steps/s",
-                "top kernel 1"):
+                "top kernel 1", "plain loop, --compile", "plain loop, 96-channel head"):
         assert row in out.stdout, out.stdout

@@ -238,3 +238,42 @@ def test_get_preset_copies():
     cfg.encoder_channels.append(99)
     assert PRESETS["tiny"].z_dim == 16 and 99 not in PRESETS["tiny"].encoder_channels
     assert VAEConfig(**dataclasses.asdict(get_preset("small"))) == PRESETS["small"]
+
+
+@pytest.mark.parametrize("name", ["tiny", "seed"])
+def test_padded_head_gives_the_unpadded_log_probs_and_never_the_pad_channel(name):
+    torch.manual_seed(0)
+    plain = VAE(get_preset(name)).eval()
+    padded = VAE(get_preset(name, pad_head=True)).eval()
+    head = [m for m in padded.decoder if isinstance(m, torch.nn.Conv2d)][-1]
+    assert head.out_channels == NUM_CHARS + 1
+    weights = plain.state_dict()
+    own = padded.state_dict()
+    for key, value in own.items():
+        if value.shape != weights[key].shape:  # the head: the 95 rows of the plain head, a loud 96th row
+            loud = torch.full_like(value[NUM_CHARS:], 1e4 if value.dim() == 1 else 0.0)
+            weights[key] = torch.cat([weights[key], loud])
+    padded.load_state_dict(weights)
+    codes = codes_for(plain.cfg, 2)
+    expected, _, _ = plain(codes)
+    got, _, _ = padded(codes)
+    assert got.shape == expected.shape == (2, NUM_CHARS, plain.cfg.grid, plain.cfg.grid)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert int(got.argmax(1).max()) < NUM_CHARS
+    padded.train()
+    logp, _, _ = padded(codes)
+    (-logp.mean()).backward()
+    assert head.weight.grad[NUM_CHARS:].abs().max() == 0 and head.bias.grad[NUM_CHARS] == 0
+
+
+def test_padded_head_takes_the_output_prior_and_rebuilds_from_its_config():
+    counts = torch.arange(NUM_CHARS, dtype=torch.float64)
+    padded = VAE(get_preset("tiny", pad_head=True))
+    padded.init_output_prior(counts)
+    plain = VAE(get_preset("tiny"))
+    plain.init_output_prior(counts)
+    heads = [[m for m in v.decoder if isinstance(m, torch.nn.Conv2d)][-1] for v in (padded, plain)]
+    assert torch.equal(heads[0].bias[:NUM_CHARS], heads[1].bias)
+    again = VAE(VAEConfig(**dataclasses.asdict(padded.cfg)))
+    again.load_state_dict(padded.state_dict())
+    assert again.cfg.pad_head

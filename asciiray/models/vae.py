@@ -52,6 +52,11 @@ class VAEConfig:
     logvar_max: float = option(10.0, "upper clamp of the encoder's log-variance")
     init_std: float | None = option(None, "draw conv, linear and embedding weights from N(0, init_std^2) and zero "
                                           "their biases, as the prototype did (None: PyTorch's default init)")
+    # Issue 13: GPU kernels favour channel counts that are multiples of 8 or 32.
+    pad_head: bool = option(False, "give the last head conv one extra output channel (96 instead of 95) that "
+                                   "decode drops before anything reads the logits, which is the same as masking "
+                                   "its logit to -inf: the 95 characters' probabilities are those of the "
+                                   "unpadded head with the same weights")
 
     def __post_init__(self) -> None:
         def bad(message: str) -> UserError:
@@ -194,7 +199,9 @@ class VAE(nn.Module):
         for i, out in enumerate(cfg.head_channels):
             if i:
                 layers += [nn.ReLU(), nn.BatchNorm2d(channels)] if cfg.head_norm else [nn.ReLU()]
-            layers.append(nn.Conv2d(channels, out, cfg.head_kernel, padding=cfg.head_kernel // 2))
+            last = i == len(cfg.head_channels) - 1
+            layers.append(nn.Conv2d(channels, out + (last and cfg.pad_head), cfg.head_kernel,
+                                    padding=cfg.head_kernel // 2))
             channels = out
         self.decoder = nn.Sequential(*layers)
         if cfg.init_std is not None:
@@ -220,7 +227,7 @@ class VAE(nn.Module):
         if prior.numel() != NUM_CHARS:
             raise ValueError(f"expected {NUM_CHARS} character counts, got {prior.numel()}")
         with torch.no_grad():
-            head.bias.copy_(torch.log(prior / prior.sum()).to(head.bias.dtype))
+            head.bias[:NUM_CHARS].copy_(torch.log(prior / prior.sum()).to(head.bias.dtype))
 
     def _check(self, codes: torch.Tensor) -> None:
         s = self.cfg.grid
@@ -250,9 +257,11 @@ class VAE(nn.Module):
         """Character logits [B, 95, S, S] (in the autocast dtype, if any) of latents [B, z].
 
         The decoder runs channels-last, like the encoder, so the logits come out
-        with their 95 characters contiguous for the softmax and the losses.
+        with their 95 characters contiguous for the softmax and the losses. A padded
+        head's 96th channel is dropped here: nothing downstream can choose it.
         """
-        return self.decoder(self.expand(z).contiguous(memory_format=torch.channels_last))
+        logits = self.decoder(self.expand(z).contiguous(memory_format=torch.channels_last))
+        return logits[:, :NUM_CHARS] if self.cfg.pad_head else logits
 
     def forward(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(fp32 log-probabilities [B, 95, S, S], mu, logvar); eval mode decodes z = mu."""

@@ -25,6 +25,7 @@ import torch.distributed as dist
 
 from asciiray import storage
 from asciiray.train import checkpoint, schedule
+from asciiray.train.cadence import Cadence
 from asciiray.train.job import STOP_FILE, Job, per_worker_batch
 from asciiray.train.step import TimedBatches, TrainStep, load_adam_state, make_adam
 from asciiray.train.swa import WeightAverage
@@ -83,6 +84,12 @@ class Task:
 
     def initial_weights(self, model: torch.nn.Module) -> None:
         """Load the weights a new run starts from (e.g. --init-from); by default keep the model's own init."""
+
+    def compiled(self, model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
+        """The model to train with under --compile; a task may compile its loss code here too."""
+        from asciiray.train.compiled import compile_module
+
+        return compile_module(model, backend)
 
 
 def feed_options(training: bool, device: torch.device) -> dict[str, Any]:
@@ -214,6 +221,8 @@ def run(task_cls: type[Task], job: Job) -> None:
             task.initial_weights(model)
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
+    if cfg.resources.compile:  # checkpoints, SWA and samples keep using `bare`, the eager module
+        model = task.compiled(model)
     optimizer = make_adam([p for p in model.parameters() if p.requires_grad], cfg.optim.learning_rate, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
     if state:
@@ -232,12 +241,16 @@ def run(task_cls: type[Task], job: Job) -> None:
     # Ray's equal split gives each worker train // world pieces; the last batch may be short.
     steps_per_epoch = max(1, -(-(job.plan.train // world) // per_worker_batch(cfg, world)))
     total_steps = steps_per_epoch * n_epochs  # the learning-rate schedule's length
+    cadence = Cadence(n_epochs, cfg.checkpoint.checkpoint_every, cfg.checkpoint.checkpoint_every_minutes,
+                      cfg.log.val_every_steps, cfg.log.log_every_steps)
+    latest_val: dict[str, float] = {}  # the latest validation's figures, which an epoch's metrics carry
     for epoch in range(meta["epoch"], n_epochs):
         started = time.perf_counter()
         if swa:
             swa.begin_epoch(epoch)
         model.train()
         train_sums, samples, first_step = Sums(), 0, step
+        window = StepWindow(cadence.log_every_steps)
         progress = EpochProgress(cfg.log.progress_every_s, epoch, n_epochs, steps_per_epoch, rank == 0)
         batches = TimedBatches(task.batches("train", epoch))
         for batch in batches:
@@ -245,10 +258,22 @@ def run(task_cls: type[Task], job: Job) -> None:
                 for group in optimizer.param_groups:
                     group["lr"] = schedule.learning_rate(cfg.optim.learning_rate, step, total_steps,
                                                          cfg.optim.lr_schedule, cfg.optim.lr_warmup)
-            train_sums.add(train_step(batch, epoch))
+            stats = train_step(batch, epoch)
+            train_sums.add(stats)
+            window.add(stats, len(batch))
             step += 1
             samples += len(batch)
             progress.tick(step - first_step, samples)
+            # The step cadence points: each reads device values (a host sync) on every rank alike.
+            if cadence.logs_after(step):
+                scalars = window.read(device, optimizer.param_groups[0]["lr"])
+                events.scalars(scalars, step)
+            if cadence.validates_after(step):
+                latest_val = {**validate(task, model, epoch, precision, device), "val_step": step}
+                cadence.validated(step)
+                events.scalars({k.replace("val/", "val_step/"): v for k, v in latest_val.items()
+                                if k.startswith("val/")}, step)
+                model.train()
         elapsed = time.perf_counter() - started
         # The epoch end is the cadence point where the step's on-device counters are read,
         # so a run of non-finite steps stops the run here rather than mid-epoch.
@@ -258,19 +283,19 @@ def run(task_cls: type[Task], job: Job) -> None:
             return
         # What validation, the sample and the checkpoint use: the averaged model in SWA epochs.
         kept = swa.end_epoch(epoch, bare, task.batches("train", epoch)) if swa else bare
-        evaluated = model if kept is bare else kept
-        evaluated.eval()
-        val_sums = Sums()
-        with torch.no_grad():
-            for batch in task.batches("val", epoch):
-                with autocast_for(precision, device):
-                    _, stats = task.step(evaluated, batch, epoch)
-                val_sums.add(stats)
-        totals = torch.tensor([samples, skipped], dtype=torch.float64, device=device)
+        # Rank 0's clock decides a timed checkpoint for every rank (the third total).
+        totals = torch.tensor([samples, skipped, rank == 0 and cadence.checkpoint_due(epoch)], dtype=torch.float64,
+                              device=device)
         if world > 1:
             dist.all_reduce(totals)
+        keep = totals[2].item() > 0
+        if cadence.validates_at_epoch_end(keep, step) or (keep and kept is not bare):
+            latest_val = validate(task, model if kept is bare else kept, epoch, precision, device)
+            if cadence.val_every_steps:
+                latest_val["val_step"] = step
+            cadence.validated(step)
         metrics = {"epoch": epoch + 1, "step": step, "workers": world, **train_sums.reduce("train", device),
-                   **val_sums.reduce("val", device), "lr": optimizer.param_groups[0]["lr"],
+                   **latest_val, "lr": optimizer.param_groups[0]["lr"],
                    "samples_per_s": totals[0].item() / elapsed, "skipped_steps": int(totals[1].item()),
                    "data_wait": batches.wait_s / elapsed,
                    **task.epoch_values(epoch)}
@@ -280,11 +305,11 @@ def run(task_cls: type[Task], job: Job) -> None:
             events.scalars({k: v for k, v in metrics.items() if k not in ("epoch", "step")}, epoch + 1)
             if (epoch + 1) % cfg.log.print_every == 0 or epoch + 1 == n_epochs:
                 text = task.show(kept, events.writer, epoch + 1)
-            events.sync()
+            if keep:  # an S3 run re-uploads its event files: at the checkpoint cadence
+                events.sync()
             log.info("%s", progress_line(metrics, n_epochs, task.shown_metrics))
             if text:
                 log.info("%s", text)
-        keep = (epoch + 1) % cfg.checkpoint.checkpoint_every == 0 or epoch + 1 == n_epochs
         if not keep:
             ray.train.report(metrics)
             continue
@@ -297,6 +322,40 @@ def run(task_cls: type[Task], job: Job) -> None:
                                  **({"swa": swa.state_dict(bare)} if swa else {})})
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_upload_fn=checkpoint.uploader(job.run_uri))
+        cadence.checkpointed()
+
+
+def validate(task: Task, model: torch.nn.Module, epoch: int, precision: str, device: torch.device) -> dict[str, float]:
+    """The validation metrics (val/...) of `model` over every worker's validation shard; leaves it in eval mode."""
+    model.eval()
+    sums = Sums()
+    with torch.no_grad():
+        for batch in task.batches("val", epoch):
+            with autocast_for(precision, device):
+                _, stats = task.step(model, batch, epoch)
+            sums.add(stats)
+    return sums.reduce("val", device)
+
+
+class StepWindow:
+    """Metric sums of the steps since the last per-step scalars (--log-every-steps); off when `every` is None."""
+
+    def __init__(self, every: int | None) -> None:
+        self.enabled = bool(every)
+        self.sums, self.samples, self.started = Sums(), 0, time.perf_counter()
+
+    def add(self, stats: dict[str, torch.Tensor], samples: int) -> None:
+        if self.enabled:
+            self.sums.add(stats)
+            self.samples += samples
+
+    def read(self, device: torch.device, lr: float) -> dict[str, float]:
+        """train_step/<metric> over every worker, the rate and this worker's samples/s; then start anew."""
+        now = time.perf_counter()
+        values = {**self.sums.reduce("train_step", device), "train_step/lr": lr,
+                  "train_step/samples_per_s": self.samples / max(now - self.started, 1e-9)}
+        self.sums, self.samples, self.started = Sums(), 0, now
+        return values
 
 
 def _quiet_ray_train(record: logging.LogRecord) -> bool:
@@ -321,9 +380,11 @@ def report_stop(run_uri: str, epoch: int, rank: int, reason: str) -> None:
 
 def progress_line(m: dict[str, Any], n_epochs: int, shown: tuple[str, ...]) -> str:
     """One line per epoch: the task's declared metrics, train then validation, and the throughput."""
-    keys = [k for k in shown if f"val/{k}" in m]
+    keys = [k for k in shown if f"val/{k}" in m] or [k for k in shown if f"train/{k}" in m]
     train = " ".join(f"{k} {m[f'train/{k}']:.4f}" for k in keys if f"train/{k}" in m)
-    val = " ".join(f"{k} {m[f'val/{k}']:.4f}" for k in keys)
+    val = " ".join(f"{k} {m[f'val/{k}']:.4f}" for k in keys if f"val/{k}" in m) or "none yet"
+    if "val_step" in m:  # --val-every-steps: the latest validation, at its step
+        val += f" (step {m['val_step']})"
     return (f"epoch {m['epoch']}/{n_epochs}  train: {train}  |  val: {val}  |  "
             f"{m['samples_per_s']:.0f} samples/s, data wait {m.get('data_wait', 0.0):.0%}"
             + (f", {m['skipped_steps']} skipped" if m["skipped_steps"] else ""))

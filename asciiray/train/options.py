@@ -96,9 +96,20 @@ class CheckpointSection(Section):
     checkpoint_every: int = option(1, "save a checkpoint every N epochs (and always at the end)")
     keep_checkpoints: int = option(3, "keep the best K checkpoints (VAE: by val/ink_f1, renderer: by val/loss; "
                                       "the latest is always kept)")
+    # Issue 13: a time cadence for checkpoints, for runs whose epochs last seconds (asciiray.train.cadence).
+    checkpoint_every_minutes: float | None = option(
+        None, "instead of every --checkpoint-every epochs, save a checkpoint at the first epoch end at least "
+              "this many minutes after the last one (and always at the end) (default: off)")
 
     def check(self) -> None:
         _at_least({"checkpoint_every": self.checkpoint_every, "keep_checkpoints": self.keep_checkpoints}, 1)
+        if self.checkpoint_every_minutes is not None:
+            if not self.checkpoint_every_minutes > 0:
+                raise UserError(f"--checkpoint-every-minutes {self.checkpoint_every_minutes} must be a positive "
+                                f"number of minutes")
+            if self.checkpoint_every != 1:
+                raise UserError("--checkpoint-every and --checkpoint-every-minutes both set when checkpoints are "
+                                "written: give one of them")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name or self.run_name in (".", "..")):
             raise UserError(f"--run-name {self.run_name!r} must be a plain directory name")
 
@@ -110,9 +121,20 @@ class LogSection(Section):
     print_every: int = option(1, "log a sample input|output every N epochs")
     progress_every_s: float = option(20.0, "inside an epoch, log steps done, samples/s and time left every this "
                                            "many seconds")
+    # Issue 13: step cadences of the rank-0 costs (asciiray.train.cadence).
+    val_every_steps: int | None = option(
+        None, "validate every N training steps, inside epochs too (TensorBoard val_step/*, at the step); epoch "
+              "ends then validate only where a checkpoint is written, and an epoch's metrics carry the latest "
+              "validation (default: validate at every epoch end)")
+    log_every_steps: int | None = option(
+        None, "write TensorBoard scalars train_step/* (the metrics of the last N steps over all workers, the "
+              "learning rate, a worker's samples/s) every N training steps (default: per epoch only)")
 
     def check(self) -> None:
         _at_least({"print_every": self.print_every}, 1)
+        for name in ("val_every_steps", "log_every_steps"):
+            if getattr(self, name) is not None:
+                _at_least({name: getattr(self, name)}, 1)
         if not self.progress_every_s > 0:
             raise UserError(f"--progress-every-s {self.progress_every_s} must be a positive number of seconds")
 
@@ -137,6 +159,10 @@ class ResourcesSection(Section):
     resize_check_every_s: float = option(60.0, "an elastic run looks this often for room for more workers (up to "
                                                "MAX); growing restarts the workers from the latest checkpoint, so "
                                                "the work since it is done again")
+    # Issue 13: torch.compile (asciiray.train.compiled).
+    compile: bool = option(False, "torch.compile the model and the loss (needs a C++ compiler on CPU, Triton on "
+                                  "a GPU; the first steps compile, for minutes on a CPU); results differ from "
+                                  "eager ones by rounding only")
 
     def workers(self) -> tuple[int, int]:
         """(min, max) workers; equal for a fixed-size run."""
@@ -176,6 +202,10 @@ class VAEModelSection(Section):
     # Issue 14: the decoder starts from the corpus's character distribution.
     output_prior: bool = option(True, "start the decoder's output bias at the training grids' log character "
                                       "frequencies (off: the preset's init, as the prototype)")
+    # Issue 13: a 96-channel head (asciiray.models.vae.VAEConfig.pad_head).
+    pad_head: bool = option(False, "give the decoder's last conv 96 output channels instead of 95 (a multiple "
+                                   "of 8/32 for GPU kernels); the 96th logit is masked to -inf, so the "
+                                   "probabilities, losses and metrics over the 95 characters are unchanged")
 
 
 @dataclass

@@ -51,6 +51,10 @@ def prepare(cfg: C, kind: str, check: Callable[[C], int],
     knows and returns its grid side; the corpus is planned for that grid. All of it happens before a new
     run is recorded, so a bad option fails in one line and leaves nothing behind.
     """
+    if cfg.resources.compile and not cfg.resources.address:  # a cluster's workers may differ from this machine
+        from asciiray.train.compiled import check_available
+
+        check_available(uses_gpu(cfg.resources))
     ck = cfg.checkpoint
     if ck.run_name is None:
         if ck.resume:
@@ -159,6 +163,13 @@ def resolve_precision(precision: str, use_gpu: bool) -> str:
     return "32"
 
 
+def uses_gpu(res: Any) -> bool:
+    """Whether the run trains on GPUs: --use-gpu, else whether this machine has CUDA."""
+    import torch
+
+    return torch.cuda.is_available() if res.use_gpu is None else res.use_gpu
+
+
 def launch(train_func: Callable[[dict], None], cfg: RunConfig, kind: str, plan: data.CorpusPlan,
            datasets: dict[str, Any], score: tuple[str, str], callbacks: Sequence[Any] = ()) -> Any:
     """Run `train_func` on the configured Ray Train workers; return Ray's Result.
@@ -173,7 +184,7 @@ def launch(train_func: Callable[[dict], None], cfg: RunConfig, kind: str, plan: 
 
     res = cfg.resources
     low, high = res.workers()
-    use_gpu = torch.cuda.is_available() if res.use_gpu is None else res.use_gpu
+    use_gpu = uses_gpu(res)
     if use_gpu and not torch.cuda.is_available() and not res.address:
         raise UserError("--use-gpu was given but this machine has no CUDA GPU; drop the flag to train on CPU")
     uri = uri_of(cfg)

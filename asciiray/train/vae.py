@@ -29,15 +29,18 @@ class VAETask(Task):
     def __init__(self, job: Job, device: torch.device) -> None:
         super().__init__(job, device)
         from asciiray.losses import char_weights
-        from asciiray.models import get_preset, make_renderer
+        from asciiray.models import make_renderer
 
         loss = self.cfg.loss
-        self.model_config = get_preset(self.cfg.model.preset)
+        self.model_config = model_config(self.cfg)
         self.weight = char_weights(torch.tensor(job.plan.char_freq), loss.char_weights_scaling,
                                    loss.space_deemph).to(device)
         self.renderer = make_renderer(loss.renderer, loss.font_res, loss.font_zoom).to(device)
         self.renderer.requires_grad_(False).eval()
         self.sample: torch.Tensor | None = None
+        # The loss terms and metric sums of the decoder's output; torch.compile'd under --compile.
+        self.terms = self.loss_terms
+        self.tau: tuple[int, torch.Tensor] | None = None
 
     def build_model(self) -> torch.nn.Module:
         from asciiray.models import VAE
@@ -63,19 +66,37 @@ class VAETask(Task):
             yield codes
 
     def step(self, model: torch.nn.Module, codes: torch.Tensor, epoch: int):
-        from asciiray.losses import compute_losses, gumbel_tau
+        return self.terms(model(codes), codes, self.tau_of(epoch))
+
+    def tau_of(self, epoch: int) -> torch.Tensor:
+        """The epoch's Gumbel tau as a 0-dim tensor on the device, made once per epoch (a fill, not a host
+        copy), so a compiled loss sees a new value rather than a new constant and does not recompile."""
+        from asciiray.losses import gumbel_tau
+
+        if self.tau is None or self.tau[0] != epoch:
+            self.tau = (epoch, torch.full((), gumbel_tau(epoch, self.cfg.loss.gumbel_tau_r), device=self.device))
+        return self.tau[1]
+
+    def loss_terms(self, out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], codes: torch.Tensor,
+                   tau: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss and metric sums of the model's output (logp, mu, logvar) for input codes."""
+        from asciiray.losses import compute_losses
         from asciiray.metrics import metric_pair, reconstruction_sums
 
         loss = self.cfg.loss
-        logp, mu, logvar = model(codes)
-        terms = compute_losses((logp, mu, logvar), codes, weight=self.weight,
-                               label_smoothing=loss.ce_label_smoothing, renderer=self.renderer,
-                               tau=gumbel_tau(epoch, loss.gumbel_tau_r), kl_coeff=loss.kl_coeff,
+        terms = compute_losses(out, codes, weight=self.weight, label_smoothing=loss.ce_label_smoothing,
+                               renderer=self.renderer, tau=tau, kl_coeff=loss.kl_coeff,
                                ce_recon_loss_scale=loss.ce_recon_loss_scale,
                                image_recon_loss_coeff=loss.image_recon_loss_coeff, image_kind=loss.image_loss)
         stats = {k: metric_pair(v.detach().double() * len(codes), len(codes)) for k, v in terms.items()}
-        stats.update(reconstruction_sums(logp.detach(), codes))
+        stats.update(reconstruction_sums(out[0].detach(), codes))
         return terms["loss"], stats
+
+    def compiled(self, model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
+        from asciiray.train.compiled import compile_function
+
+        self.terms = compile_function(self.loss_terms, backend)
+        return super().compiled(model, backend)
 
     def epoch_values(self, epoch: int) -> dict[str, float]:
         from asciiray.losses import gumbel_tau
@@ -111,6 +132,13 @@ class VAETask(Task):
                 "config": config.to_dict(self.cfg)}
 
 
+def model_config(cfg: TrainConfig) -> Any:
+    """The run's VAE sizes: its preset, with the head padded under --pad-head."""
+    from asciiray.models import get_preset
+
+    return get_preset(cfg.model.preset, pad_head=cfg.model.pad_head)
+
+
 def train_func(loop_config: dict[str, Any]) -> None:
     """The Ray Train per-worker entry point."""
     from asciiray.train.loop import run
@@ -125,7 +153,7 @@ def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequenc
 
     def check(cfg: TrainConfig) -> int:
         """A neural --renderer of other sizes than the run's fails here, not in a worker; the grid side."""
-        loss, grid = cfg.loss, get_preset(cfg.model.preset).grid
+        loss, grid = cfg.loss, model_config(cfg).grid
         make_renderer(loss.renderer, loss.font_res, loss.font_zoom, grid=grid)
         return grid
 
@@ -133,7 +161,7 @@ def train(cfg: TrainConfig, explicit: set[str] = frozenset(), callbacks: Sequenc
         if cfg.checkpoint.resume:
             raise UserError("--init-from starts a new run from a checkpoint's weights and --resume continues a run: "
                             "drop one of them")
-        cfg = config.replace(cfg, init_from=check_init_from(cfg.model.init_from, get_preset(cfg.model.preset)))
+        cfg = config.replace(cfg, init_from=check_init_from(cfg.model.init_from, model_config(cfg)))
     cfg, plan = runner.prepare(cfg, "vae", check, explicit)
     if cfg.optim.learning_rate == "auto":
         test = find_learning_rate(cfg, plan)
@@ -194,7 +222,7 @@ def find_learning_rate(cfg: TrainConfig, plan: Any = None, min_lr: float = 1e-6,
         if not corpus.is_corpus(uri):
             raise UserError(f"--corpus {uri} is not a built corpus: build it with `asciiray corpus build` first")
         if cfg.model.init_from:
-            cfg = config.replace(cfg, init_from=check_init_from(cfg.model.init_from, get_preset(cfg.model.preset)))
+            cfg = config.replace(cfg, init_from=check_init_from(cfg.model.init_from, model_config(cfg)))
         cfg = config.replace(cfg, corpus=uri, max_pieces=max_pieces)
         plan = data.plan(uri, grid, cfg.data.validation_prop, max_pieces)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,44 @@
+"""`--compile`: torch.compile of a run's model and loss, and the check that it can work here (issue 13).
+
+Inductor, torch.compile's default backend, writes C++ kernels on a CPU (it needs
+a C++ compiler) and Triton kernels on a GPU (it needs Triton). Without them the
+first training step would fail deep inside a worker with a long traceback, so
+the driver checks first and names the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from asciiray.errors import UserError
+
+
+def check_available(gpu: bool) -> None:
+    """Raise a one-line UserError when torch.compile's inductor backend cannot build kernels for the device."""
+    if gpu:
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise UserError("--compile on a GPU needs Triton, which this torch cannot find: install the triton "
+                            "package that matches torch, or drop --compile")
+        return
+    from torch._inductor import cpp_builder, exc
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except exc.InvalidCxxCompiler:
+        raise UserError("--compile on a CPU needs a C++ compiler for torch.compile's inductor backend and none "
+                        "was found (g++, or the one CXX names): install g++ or set CXX, or drop --compile") from None
+
+
+def compile_module(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
+    """The module compiled as a whole (DDP included: its buckets become graph breaks of their own).
+    `backend` "eager" only captures graphs (quick: checks the code paths, e.g. gpu_check --smoke)."""
+    return torch.compile(model, backend=backend)
+
+
+def compile_function(fn: Callable[..., Any], backend: str = "inductor") -> Callable[..., Any]:
+    """A loss function compiled; the values that change during a run must reach it as tensors."""
+    return torch.compile(fn, backend=backend)
