@@ -21,8 +21,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from asciiray import charset, storage
 from asciiray.errors import UserError
@@ -193,21 +191,16 @@ class CorpusBuilder:
         if rows_per_shard < 1:
             raise UserError(f"--rows-per-shard {rows_per_shard}: must be at least 1")
         table = self.table()
-        fs, root = storage.filesystem(uri)
-        try:
-            _delete_if_exists(fs, storage.join(root, MANIFEST))
-            for old in storage.list_files(uri, ".parquet"):
-                if SHARD_RE.fullmatch(old.rsplit("/", 1)[-1]):
-                    fs.delete_file(storage.filesystem(old)[1])
-            fs.create_dir(root, recursive=True)
-            n_shards = max(1, -(-table.num_rows // rows_per_shard))
-            for i in range(n_shards):
-                part = table.slice(i * rows_per_shard, rows_per_shard)
-                path = storage.join(root, f"part-{i:05d}.parquet")
-                pq.write_table(part, path, filesystem=fs, compression="zstd", row_group_size=rows_per_shard)
-                log.info("wrote %s (%d rows)", storage.join(uri, f"part-{i:05d}.parquet"), part.num_rows)
-        except OSError as exc:
-            raise storage.error(uri, exc) from None
+        storage.delete_file(storage.join(uri, MANIFEST))
+        for old in storage.list_files(uri, ".parquet"):
+            if SHARD_RE.fullmatch(old.rsplit("/", 1)[-1]):
+                storage.delete_file(old)
+        n_shards = max(1, -(-table.num_rows // rows_per_shard))
+        for i in range(n_shards):
+            part = table.slice(i * rows_per_shard, rows_per_shard)
+            shard = storage.join(uri, f"part-{i:05d}.parquet")
+            storage.write_parquet(shard, part, row_group_size=rows_per_shard)
+            log.info("wrote %s (%d rows)", shard, part.num_rows)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "rows": table.num_rows,
@@ -221,11 +214,6 @@ class CorpusBuilder:
         log.info("corpus %s: %d pieces in %d shard(s), %d rejected", uri, table.num_rows, n_shards,
                  sum(self.rejected.values()))
         return manifest
-
-
-def _delete_if_exists(fs: pafs.FileSystem, path: str) -> None:
-    if fs.get_file_info(path).type == pafs.FileType.File:
-        fs.delete_file(path)
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -259,27 +247,16 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     unknown = set(columns or ()) - set(SCHEMA.names)
     if unknown:
         raise ValueError(f"unknown corpus columns {sorted(unknown)}; known: {SCHEMA.names}")
-    fs, _ = storage.filesystem(uri)
-    try:
-        tables = [pq.read_table(storage.filesystem(s)[1], filesystem=fs, columns=columns)
-                  for s in shard_uris(uri)]
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise storage.error(uri, exc) from None
-    return pa.concat_tables(tables)
+    return pa.concat_tables([storage.read_parquet(s, columns) for s in shard_uris(uri)])
 
 
 def iter_pieces(uri: str, label: str | None = None) -> Iterator[dict]:
     """Rows of the corpus as dicts, shard by shard; with `label`, only pieces carrying it."""
-    fs, _ = storage.filesystem(uri)
     for shard in shard_uris(uri):
-        try:
-            batches = pq.ParquetFile(storage.filesystem(shard)[1], filesystem=fs).iter_batches()
-            for batch in batches:
-                for row in batch.to_pylist():
-                    if label is None or label in row["labels"]:
-                        yield row
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise storage.error(shard, exc) from None
+        for batch in storage.parquet_batches(shard):
+            for row in batch.to_pylist():
+                if label is None or label in row["labels"]:
+                    yield row
 
 
 # ---- split and statistics -----------------------------------------------------------------
@@ -377,18 +354,14 @@ def ingest(builder: CorpusBuilder, path: str) -> None:
     (labels = the folder path below `path`) and/or `.jsonl` files. Files are
     read in sorted path order so that builds are reproducible.
     """
-    fs, root = storage.filesystem(path)
-    try:
-        info = fs.get_file_info(root)
-    except OSError as exc:
-        raise storage.error(path, exc) from None
-    if info.type == pafs.FileType.NotFound:
+    found = storage.kind(path)
+    if found is None:
         raise UserError(f"{path} does not exist: pass a folder of .txt files, a .jsonl file or a corpus directory")
-    if info.type == pafs.FileType.File:
-        if root.endswith(".jsonl"):
-            _ingest_jsonl(builder, fs, root)
-        elif root.endswith(".txt"):
-            _ingest_txt(builder, fs, root, [])
+    if found == "file":
+        if path.rstrip("/").endswith(".jsonl"):
+            _ingest_jsonl(builder, path)
+        elif path.rstrip("/").endswith(".txt"):
+            _ingest_txt(builder, path, [])
         else:
             raise UserError(f"{path}: not a .jsonl or .txt file; pass a .jsonl file, a folder or a corpus")
         return
@@ -396,43 +369,30 @@ def ingest(builder: CorpusBuilder, path: str) -> None:
         for row in iter_pieces(path):
             builder.add(row["text"], row["labels"], row["source"], row["url"], row["caption"])
         return
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    except OSError as exc:
-        raise storage.error(path, exc) from None
-    files = sorted((i.path, i.size) for i in infos if i.type == pafs.FileType.File)
     ignored = 0
-    for file, size in files:
-        rel = file[len(root):].strip("/").split("/")
-        if any(part.startswith(".") for part in rel):
+    for rel, size in storage.walk_files(path):
+        parts = rel.split("/")
+        if any(part.startswith(".") for part in parts):
             continue
-        if file.endswith(".txt") and size > RAW_BYTES_PER_PIECE * builder.limits.max_bytes:
+        if rel.endswith(".txt") and size > RAW_BYTES_PER_PIECE * builder.limits.max_bytes:
             builder.reject("too_large")  # counted like any piece over --max-bytes, without reading it
-        elif file.endswith(".txt"):
-            _ingest_txt(builder, fs, file, rel[:-1])
-        elif file.endswith(".jsonl"):
-            _ingest_jsonl(builder, fs, file)
+        elif rel.endswith(".txt"):
+            _ingest_txt(builder, storage.join(path, rel), parts[:-1])
+        elif rel.endswith(".jsonl"):
+            _ingest_jsonl(builder, storage.join(path, rel))
         else:
             ignored += 1
     if ignored:
         log.info("%s: ignored %d file(s) that are neither .txt nor .jsonl", path, ignored)
 
 
-def _read(fs: pafs.FileSystem, path: str) -> bytes:
-    try:
-        with fs.open_input_stream(path) as f:
-            return f.read()
-    except OSError as exc:
-        raise storage.error(path, exc) from None
+def _ingest_txt(builder: CorpusBuilder, uri: str, labels: list[str]) -> None:
+    builder.add(storage.read_bytes(uri), labels, "files")
 
 
-def _ingest_txt(builder: CorpusBuilder, fs: pafs.FileSystem, path: str, labels: list[str]) -> None:
-    builder.add(_read(fs, path), labels, "files")
-
-
-def _ingest_jsonl(builder: CorpusBuilder, fs: pafs.FileSystem, path: str) -> None:
+def _ingest_jsonl(builder: CorpusBuilder, uri: str) -> None:
     """One raw piece per line: {"text", "labels", "source", "url", "caption"}; bad lines are counted."""
-    for line in _read(fs, path).split(b"\n"):
+    for line in storage.read_bytes(uri).split(b"\n"):
         if not line.strip():
             continue
         try:

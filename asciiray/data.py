@@ -122,8 +122,8 @@ def datasets(p: CorpusPlan, grid: int, validation_prop: float) -> dict:
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    fs, _ = storage.filesystem(p.uri)
-    paths = [storage.filesystem(u)[1] for u in corpus.shard_uris(p.uri)]
+    fs, _ = storage.for_ray(p.uri)
+    paths = [storage.for_ray(u)[1] for u in corpus.shard_uris(p.uri)]
     base = ray.data.read_parquet(paths, filesystem=fs, columns=["id", "text", "height", "width"])
     splits = {
         name: base.map_batches(_Encode(grid, validation_prop, name == "val", p.id_cutoff), batch_format="numpy")

@@ -85,7 +85,7 @@ def export(vae: TrainedVAE, out: str) -> None:
             _write(vae, Path(tmp), name)
             storage.copy_dir(tmp, out)
         return
-    target = Path(storage.filesystem(out)[1])
+    target = Path(storage.resolve(out))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))

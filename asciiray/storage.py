@@ -16,9 +16,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from asciiray.errors import UserError
 
@@ -89,7 +92,7 @@ def _bucket_region(bucket: str) -> str:
         raise error(f"s3://{bucket}", exc) from None
 
 
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and in-filesystem path for a local path or s3:// URI."""
     uri = str(uri)
     if is_s3(uri):
@@ -102,7 +105,18 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 def resolve(uri: str) -> str:
     """An s3:// URI as it is, a local path made absolute (a Ray worker or Tune trial runs elsewhere)."""
-    return str(uri) if is_s3(uri) else filesystem(uri)[1]
+    return str(uri) if is_s3(uri) else _filesystem(uri)[1]
+
+
+def for_ray(uri: str) -> tuple[pafs.FileSystem, str]:
+    """`uri` as the pyarrow filesystem and in-filesystem path that Ray Data, Ray Train and Tune take
+    (`filesystem=`, `storage_filesystem=`); everything else goes through the operations below."""
+    return _filesystem(uri)
+
+
+def from_ray(filesystem: pafs.FileSystem, path: str) -> str:
+    """The URI of a location Ray hands back as a filesystem and path (a Checkpoint's, say)."""
+    return path if isinstance(filesystem, pafs.LocalFileSystem) else "s3://" + path
 
 
 def error(uri: str, exc: Exception) -> UserError:
@@ -112,16 +126,22 @@ def error(uri: str, exc: Exception) -> UserError:
     return UserError(f"{uri}: {first}{hint}")
 
 
-def exists(uri: str) -> bool:
-    fs, path = filesystem(uri)
+def kind(uri: str) -> str | None:
+    """"file" or "directory" for what is at `uri`, None when nothing is there."""
+    fs, path = _filesystem(uri)
     try:
-        return fs.get_file_info(path).type != pafs.FileType.NotFound
+        found = fs.get_file_info(path).type
     except OSError as exc:
         raise error(uri, exc) from None
+    return {pafs.FileType.File: "file", pafs.FileType.Directory: "directory"}.get(found)
+
+
+def exists(uri: str) -> bool:
+    return kind(uri) is not None
 
 
 def read_bytes(uri: str) -> bytes:
-    fs, path = filesystem(uri)
+    fs, path = _filesystem(uri)
     try:
         with fs.open_input_stream(path) as f:
             return f.read()
@@ -132,7 +152,7 @@ def read_bytes(uri: str) -> bytes:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    fs, path = filesystem(uri)
+    fs, path = _filesystem(uri)
     try:
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with fs.open_output_stream(path) as f:
@@ -143,12 +163,22 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 def _entries(uri: str, kind: pafs.FileType) -> list[str]:
     """Sorted names of the entries of one kind directly under `uri` (none if it does not exist)."""
-    fs, path = filesystem(uri)
+    fs, path = _filesystem(uri)
     try:
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except OSError as exc:
         raise error(uri, exc) from None
     return sorted(i.base_name for i in infos if i.type == kind)
+
+
+def walk_files(uri: str) -> list[tuple[str, int]]:
+    """(path relative to `uri`, size in bytes) of every file below the directory `uri`, in path order."""
+    fs, root = _filesystem(uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    except OSError as exc:
+        raise error(uri, exc) from None
+    return sorted((i.path[len(root):].strip("/"), i.size) for i in infos if i.type == pafs.FileType.File)
 
 
 def list_files(uri: str, suffix: str = "") -> list[str]:
@@ -163,12 +193,53 @@ def list_dirs(uri: str, prefix: str = "") -> list[str]:
 
 def copy_dir(src: str, dst: str) -> None:
     """Copy a directory tree between any two of local disk and S3."""
-    src_fs, src_path = filesystem(src)
-    dst_fs, dst_path = filesystem(dst)
+    src_fs, src_path = _filesystem(src)
+    dst_fs, dst_path = _filesystem(dst)
     try:
         pafs.copy_files(src_path, dst_path, source_filesystem=src_fs, destination_filesystem=dst_fs)
     except OSError as exc:
         raise error(src if is_s3(src) else dst, exc) from None
+
+
+def upload_files(local_dir: str | Path, names: list[str], uri: str) -> None:
+    """Copy the named files of a local directory into the directory `uri`, one by one in the order given.
+
+    pyarrow's errors pass through as they are, so that a caller which retries on the AWS
+    network errors (Ray Train's checkpoint upload) recognises them.
+    """
+    fs, target = _filesystem(uri)
+    fs.create_dir(target, recursive=True)
+    for name in names:
+        pafs.copy_files(str(Path(local_dir) / name), f"{target}/{name}", source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=fs)
+
+
+def write_parquet(uri: str, table: pa.Table, row_group_size: int) -> None:
+    """Write `table` as one zstd-compressed Parquet file at `uri`."""
+    fs, path = _filesystem(uri)
+    try:
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(table, path, filesystem=fs, compression="zstd", row_group_size=row_group_size)
+    except OSError as exc:
+        raise error(uri, exc) from None
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """The Parquet file at `uri` (or some columns of it) as a table."""
+    fs, path = _filesystem(uri)
+    try:
+        return pq.read_table(path, filesystem=fs, columns=columns)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise error(uri, exc) from None
+
+
+def parquet_batches(uri: str) -> Iterator[pa.RecordBatch]:
+    """The Parquet file at `uri` batch by batch, for files too large to hold at once."""
+    fs, path = _filesystem(uri)
+    try:
+        yield from pq.ParquetFile(path, filesystem=fs).iter_batches()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise error(uri, exc) from None
 
 
 def delete_dir(uri: str) -> None:
@@ -182,7 +253,7 @@ def delete_file(uri: str) -> None:
 
 
 def _delete(uri: str, directory: bool) -> None:
-    fs, path = filesystem(uri)
+    fs, path = _filesystem(uri)
     try:
         fs.delete_dir(path) if directory else fs.delete_file(path)
     except FileNotFoundError:

@@ -290,7 +290,7 @@ def test_s3_requests_are_tried_as_often_as_aws_max_attempts_says(attempts, proxy
     uri = f"s3://{s3_bucket}/x"
     storage.write_bytes(uri, b"hello")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", str(attempts))
-    fs, path = storage.filesystem(uri)
+    fs, path = storage.for_ray(uri)
     shipped = pickle.loads(pickle.dumps(fs))  # as Ray sends it to its controller, workers and Ray Data tasks
     proxy.off()
     for client in (fs, shipped):
@@ -344,11 +344,11 @@ def test_a_short_outage_is_ridden_out_by_corpus_reads_and_checkpoint_uploads(pro
 def test_bad_retry_settings_are_one_line_errors(monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "many")
     with pytest.raises(UserError, match="AWS_MAX_ATTEMPTS='many'"):
-        storage.filesystem("s3://bucket/x")
+        storage.for_ray("s3://bucket/x")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     monkeypatch.setenv("AWS_RETRY_MODE", "eager")
     with pytest.raises(UserError, match="AWS_RETRY_MODE='eager' is unknown"):
-        storage.filesystem("s3://bucket/x")
+        storage.for_ray("s3://bucket/x")
 
 
 # --- damaged checkpoints on resume and on a worker restart (the suite's Ray) ------------------------

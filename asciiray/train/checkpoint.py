@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.fs as pafs
 import torch
 
 from asciiray import storage
@@ -68,13 +67,11 @@ def uploader(run_uri: str) -> Callable[[Any, str], Any]:
     def upload(ckpt: Any, dir_name: str) -> Any:
         import ray.train
 
-        fs, target = storage.filesystem(storage.join(run_uri, dir_name))
+        uri = storage.join(run_uri, dir_name)
         local = Path(ckpt.path)
         names = sorted(p.name for p in local.iterdir() if p.is_file() and p.name != META_FILE)
-        fs.create_dir(target, recursive=True)
-        for name in [*names, META_FILE]:
-            pafs.copy_files(str(local / name), f"{target}/{name}", source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=fs)
+        storage.upload_files(local, [*names, META_FILE], uri)
+        fs, target = storage.for_ray(uri)
         return ray.train.Checkpoint(path=target, filesystem=fs)
 
     return upload
@@ -82,4 +79,4 @@ def uploader(run_uri: str) -> Callable[[Any, str], Any]:
 
 def uri_of(ckpt: Any) -> str:
     """A Ray Checkpoint's location as a URI for `storage`."""
-    return ckpt.path if isinstance(ckpt.filesystem, pafs.LocalFileSystem) else "s3://" + ckpt.path
+    return storage.from_ray(ckpt.filesystem, ckpt.path)

@@ -161,7 +161,7 @@ class EventLog:
         from tensorboardX import SummaryWriter
 
         self.target = storage.join(run_uri, "tensorboard")
-        self.local = (storage.filesystem(self.target)[1] if not storage.is_s3(run_uri)
+        self.local = (storage.resolve(self.target) if not storage.is_s3(run_uri)
                       else tempfile.mkdtemp(prefix="asciiray-tb-"))
         self.writer = SummaryWriter(logdir=self.local, flush_secs=30)
 

@@ -189,7 +189,7 @@ def launch(train_func: Callable[[dict], None], cfg: RunConfig, kind: str, plan: 
         raise UserError("--use-gpu was given but this machine has no CUDA GPU; drop the flag to train on CPU")
     uri = uri_of(cfg)
     job = Job(kind=kind, cfg=cfg, run_uri=uri, precision=resolve_precision(cfg.optim.precision, use_gpu), plan=plan)
-    fs, base = storage.filesystem(cfg.checkpoint.storage_path)
+    fs, base = storage.for_ray(cfg.checkpoint.storage_path)
     trainer = TorchTrainer(
         train_func,
         train_loop_config={"job": job},

@@ -68,7 +68,7 @@ def read(uri: str) -> Experiment:
     spec = spec_from_dict(json.loads(storage.read_bytes(stored)), source=stored, default_name=Path(uri).name)
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    fs, path = storage.filesystem(uri)
+    fs, path = storage.for_ray(uri)
     try:
         analysis = ExperimentAnalysis(path, storage_filesystem=fs)
     except ValueError:
@@ -122,7 +122,7 @@ def _best_checkpoint(run_uri: str, spec: Spec) -> str | None:
 
     # Its INFO lines ("a run snapshot was found ... will be loaded") speak to a run that restarts, not to a reader.
     logging.getLogger("ray.train.v2._internal.execution.checkpoint.checkpoint_manager").setLevel(logging.WARNING)
-    fs, path = storage.filesystem(run_uri)
+    fs, path = storage.for_ray(run_uri)
     try:
         kept = Result.from_path(path, storage_filesystem=fs).best_checkpoints
     except RuntimeError:  # no run there, or one that never recorded a checkpoint

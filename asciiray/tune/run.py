@@ -54,7 +54,7 @@ def run(spec: Spec, resume: bool = False, address: str | None = None) -> results
 
     from asciiray.tune.callbacks import Progress
 
-    fs, path = storage.filesystem(spec.uri)
+    fs, path = storage.for_ray(spec.uri)
     trainable = ray.tune.with_resources(ray.tune.with_parameters(trial, base=spec.base, experiment=spec.uri),
                                         {"cpu": TRIAL_CPUS})
     if resume:
@@ -75,7 +75,7 @@ def run(spec: Spec, resume: bool = False, address: str | None = None) -> results
                 metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
                 search_alg=_search_alg(spec), scheduler=_scheduler(spec), trial_dirname_creator=_trial_dirname),
             run_config=ray.tune.RunConfig(
-                name=spec.name, storage_path=storage.filesystem(spec.storage_path)[1], storage_filesystem=fs,
+                name=spec.name, storage_path=storage.for_ray(spec.storage_path)[1], storage_filesystem=fs,
                 callbacks=[Progress(spec.metric, spec.mode, spec.max_t)], verbose=0),
         )
     tuner.fit()
