@@ -103,7 +103,7 @@ def top_kernels(bench: Bench, steps: int, n: int = 5) -> list[str]:
 
 def ray_path(cfg: TrainConfig) -> tuple[float, float]:
     """Mean samples/s and data-wait share of `asciiray train` over the epochs after the first."""
-    from asciiray.train import checkpoint
+    from asciiray import checkpoint
 
     result = train(cfg)
     with result.checkpoint.as_directory() as d:

@@ -75,7 +75,7 @@ def train_config(tmp_path, corpus: str, **kw):
 
 def history(run_dir: str) -> list[dict]:
     """The epochs a run recorded, from its latest checkpoint."""
-    from asciiray.train import checkpoint
+    from asciiray import checkpoint
 
     with checkpoint.opened(run_dir) as d:
         return checkpoint.load_meta(d)["history"]

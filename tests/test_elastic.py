@@ -136,7 +136,7 @@ def _wait(until, what: str, driver: subprocess.Popen, log: Path, timeout_s: floa
 
 @pytest.mark.integration
 def test_node_lost_mid_epoch_the_run_shrinks_and_finishes_every_epoch_once(tmp_path):
-    from asciiray.train import checkpoint
+    from asciiray import checkpoint
 
     corpus = _corpus(tmp_path / "corpus")
     run_dir, log = tmp_path / "runs" / "elastic", tmp_path / "driver.log"

@@ -31,11 +31,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from asciiray import storage
+from asciiray import checkpoint, storage
 from asciiray.cli import main
-from asciiray.errors import UserError
-from asciiray.train import checkpoint
 from asciiray.config import replace
+from asciiray.errors import UserError
+from asciiray.train import checkpoint as train_checkpoint
 from tests.conftest import CLUSTER_MARKER as MARKER
 from tests.conftest import history, marked_pids
 from tests.conftest import train_config as config
@@ -53,7 +53,7 @@ def tiny_vae_checkpoint(directory: Path, epoch: int = 1, **meta) -> Path:
     model = VAE(cfg)
     optimizer = torch.optim.Adam(model.parameters())
     directory.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(directory, model, {"kind": "vae", "model": dataclasses.asdict(cfg), "epoch": epoch,
+    train_checkpoint.save(directory, model, {"kind": "vae", "model": dataclasses.asdict(cfg), "epoch": epoch,
                                        "config": {"validation_prop": 0.1, "font_res": 2}, "corpus": "", **meta},
                     {"optimizer": optimizer.state_dict()})
     return directory
@@ -71,8 +71,8 @@ def truncate(path: Path) -> None:
 
 DAMAGE = {
     "tampered weights": (lambda d: flip_byte(d / checkpoint.MODEL_FILE), "model.safetensors does not match"),
-    "truncated state": (lambda d: truncate(d / checkpoint.STATE_FILE), "state.pt is"),
-    "missing state": (lambda d: (d / checkpoint.STATE_FILE).unlink(), "state.pt is missing"),
+    "truncated state": (lambda d: truncate(d / train_checkpoint.STATE_FILE), "state.pt is"),
+    "missing state": (lambda d: (d / train_checkpoint.STATE_FILE).unlink(), "state.pt is missing"),
     "no meta.json": (lambda d: (d / checkpoint.META_FILE).unlink(), "incomplete: it has no meta.json"),
     "cut meta.json": (lambda d: truncate(d / checkpoint.META_FILE), "meta.json is unreadable"),
 }
@@ -84,11 +84,11 @@ def test_a_saved_checkpoint_lists_its_files_and_verifies(tmp_path):
     ckpt = tiny_vae_checkpoint(tmp_path / "checkpoint_a")
     meta = json.loads((ckpt / checkpoint.META_FILE).read_text())
     assert meta["format"] == checkpoint.FORMAT
-    assert set(meta["files"]) == {checkpoint.MODEL_FILE, checkpoint.STATE_FILE}
+    assert set(meta["files"]) == {checkpoint.MODEL_FILE, train_checkpoint.STATE_FILE}
     assert meta["files"][checkpoint.MODEL_FILE]["size"] == (ckpt / checkpoint.MODEL_FILE).stat().st_size
     assert checkpoint.verify(ckpt)["epoch"] == 1
     assert sorted(p.name for p in ckpt.iterdir()) == [checkpoint.META_FILE, checkpoint.MODEL_FILE,
-                                                      checkpoint.STATE_FILE], "no leftover partial file"
+                                                      train_checkpoint.STATE_FILE], "no leftover partial file"
 
 
 @pytest.mark.parametrize("kind", DAMAGE)
@@ -141,20 +141,20 @@ def test_resuming_falls_back_past_damaged_checkpoints_but_not_past_the_offered_o
     names = [f"checkpoint_2026-01-0{e}_00-00-00.000000" for e in (1, 2, 3, 4)]
     for epoch, name in enumerate(names, 1):
         tiny_vae_checkpoint(run / name, epoch)
-    with checkpoint.resumed(str(run), None, announce=True) as d:
+    with train_checkpoint.resumed(str(run), None, announce=True) as d:
         assert d is None, "nothing offered: a fresh start"
     # Ray offers epoch 3 (epoch 4 was written by a process it never heard from): that is the one used.
-    with checkpoint.resumed(str(run), str(run / names[2]), announce=True) as d:
+    with train_checkpoint.resumed(str(run), str(run / names[2]), announce=True) as d:
         assert checkpoint.load_meta(d)["epoch"] == 3
     DAMAGE["tampered weights"][0](run / names[2])
     DAMAGE["no meta.json"][0](run / names[1])
     with caplog.at_level(logging.WARNING, logger="asciiray"):
-        with checkpoint.resumed(str(run), str(run / names[2]), announce=True) as d:
+        with train_checkpoint.resumed(str(run), str(run / names[2]), announce=True) as d:
             assert checkpoint.load_meta(d)["epoch"] == 1
     assert [r.getMessage().split(" is ")[0] for r in caplog.records] == [
         f"checkpoint {run / names[2]}", f"checkpoint {run / names[1]}"]
     caplog.clear()
-    with checkpoint.resumed(str(run), str(run / names[2]), announce=False):
+    with train_checkpoint.resumed(str(run), str(run / names[2]), announce=False):
         assert not caplog.records, "only the announcing worker warns"
 
 
@@ -183,8 +183,8 @@ def test_the_uploader_writes_a_checkpoint_that_verifies(tmp_path):
 
     ckpt = tiny_vae_checkpoint(tmp_path / "local")
     run = tmp_path / "run"
-    stored = checkpoint.uploader(str(run))(ray.train.Checkpoint.from_directory(str(ckpt)), "checkpoint_x")
-    assert checkpoint.uri_of(stored) == str(run / "checkpoint_x")
+    stored = train_checkpoint.uploader(str(run))(ray.train.Checkpoint.from_directory(str(ckpt)), "checkpoint_x")
+    assert train_checkpoint.uri_of(stored) == str(run / "checkpoint_x")
     assert checkpoint.verify(run / "checkpoint_x")["epoch"] == 1
 
 
@@ -322,7 +322,7 @@ def test_a_short_outage_is_ridden_out_by_corpus_reads_and_checkpoint_uploads(pro
 
     jobs = {
         "corpus read": lambda: corpus.read_table(uri, columns=["id"])["id"].to_pylist(),
-        "checkpoint upload": lambda: checkpoint.uri_of(checkpoint.uploader(f"s3://{s3_bucket}/run")(
+        "checkpoint upload": lambda: train_checkpoint.uri_of(train_checkpoint.uploader(f"s3://{s3_bucket}/run")(
             ray.train.Checkpoint.from_directory(str(local)), "checkpoint_x")),
     }
     results = {}

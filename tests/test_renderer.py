@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from asciiray import charset, data, storage
+from asciiray import charset, checkpoint, data, storage
 from asciiray.charset import NUM_CHARS
 from asciiray.cli import main
 from asciiray.errors import UserError
 from asciiray.models import NeuralRenderer, get_renderer_preset, one_hot
 from asciiray.render import glyph_atlas, render_codes
-from asciiray.train import checkpoint
+from asciiray.train.checkpoint import save
 from asciiray.models import make_renderer
 from asciiray.train.renderer import image_errors, perturb, random_codes, target_image
 from tests.conftest import make_pieces, write_corpus
@@ -44,7 +44,7 @@ def save_tiny_renderer(directory, **changes) -> NeuralRenderer:
     torch.manual_seed(0)
     cfg = get_renderer_preset("tiny")
     model = NeuralRenderer(cfg)
-    checkpoint.save(directory, model, {"kind": "renderer", "model": {**dataclasses.asdict(cfg), **changes}})
+    save(directory, model, {"kind": "renderer", "model": {**dataclasses.asdict(cfg), **changes}})
     return model
 
 

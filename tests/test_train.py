@@ -79,7 +79,9 @@ def test_training_batches_are_shuffled_every_epoch(tiny_corpus, tmp_path):
 
 
 def test_two_worker_ddp_run_then_resume(tiny_corpus, tmp_path):
-    from asciiray.train import checkpoint, vae
+    from asciiray import checkpoint
+    from asciiray.train import vae
+    from asciiray.train.checkpoint import load_training_state
 
     cfg = config(tmp_path, tiny_corpus, num_workers=2, n_epochs=2)
     result = vae.train(cfg)
@@ -92,7 +94,7 @@ def test_two_worker_ddp_run_then_resume(tiny_corpus, tmp_path):
     hist = history(run_dir)
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     with checkpoint.opened(run_dir) as d:
-        meta, state = checkpoint.load_meta(d), checkpoint.load_training_state(d)
+        meta, state = checkpoint.load_meta(d), load_training_state(d)
     adam_steps = {int(s["step"]) for s in state["optimizer"]["state"].values()}
     assert adam_steps == {meta["step"]}, "the optimizer state continued across the resume"
 

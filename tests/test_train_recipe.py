@@ -93,7 +93,9 @@ def test_range_test_suggestion_lies_before_the_loss_minimum():
 @pytest.mark.integration
 @pytest.mark.usefixtures("ray_session")
 def test_init_from_starts_a_new_run_from_the_weights(tiny_corpus, tmp_path):
-    from asciiray.train import checkpoint, vae
+    from asciiray import checkpoint
+    from asciiray.train import vae
+    from asciiray.train.checkpoint import load_training_state
 
     vae.train(config(tmp_path, tiny_corpus, n_epochs=1, run_name="a"))
     source = tmp_path / "runs" / "a"
@@ -109,7 +111,7 @@ def test_init_from_starts_a_new_run_from_the_weights(tiny_corpus, tmp_path):
         source_checkpoint = str(d)
     with checkpoint.opened(run_b) as d:
         after = load_file(str(d / checkpoint.MODEL_FILE))
-        meta, state = checkpoint.load_meta(d), checkpoint.load_training_state(d)
+        meta, state = checkpoint.load_meta(d), load_training_state(d)
     for name, tensor in before.items():
         if "running_" not in name and "num_batches" not in name:
             torch.testing.assert_close(after[name], tensor, rtol=0, atol=1e-6)
@@ -122,7 +124,8 @@ def test_init_from_starts_a_new_run_from_the_weights(tiny_corpus, tmp_path):
 @pytest.mark.integration
 @pytest.mark.usefixtures("ray_session")
 def test_swa_run_with_auto_learning_rate_resumes_its_average(tiny_corpus, tmp_path, capsys):
-    from asciiray.train import checkpoint
+    from asciiray import checkpoint
+    from asciiray.train.checkpoint import load_training_state
 
     runs = str(tmp_path / "runs")
     argv = ["train", "--preset", "tiny", "--corpus", tiny_corpus, "-b", "32", "--font-res", "2",
@@ -137,7 +140,7 @@ def test_swa_run_with_auto_learning_rate_resumes_its_average(tiny_corpus, tmp_pa
     assert "done: 3 epochs" in capsys.readouterr().out
 
     dirs = sorted(d for d in (tmp_path / "runs" / "s").glob("checkpoint_*") if d.is_dir())
-    states = [checkpoint.load_training_state(d) for d in dirs]
+    states = [load_training_state(d) for d in dirs]
     weights = [load_file(str(d / checkpoint.MODEL_FILE)) for d in dirs]
     metas = [checkpoint.load_meta(d) for d in dirs]
     assert [m["epoch"] for m in metas] == [1, 2, 3]

@@ -54,7 +54,7 @@ def write_spec(tmp_path: Path, corpus: str, **overrides) -> str:
 
 def own_history(run_uri: str) -> list[dict]:
     """What the trial's training run itself reported, from its latest checkpoint."""
-    from asciiray.train import checkpoint
+    from asciiray import checkpoint
 
     with checkpoint.opened(run_uri) as d:
         return checkpoint.load_meta(d)["history"]
@@ -77,7 +77,7 @@ def checkpoint_epochs(run_dir: Path) -> dict[str, int]:
 @pytest.mark.integration
 def test_asha_experiment_table_and_best_checkpoint(corpus, tmp_path, ray_session, capsys, progress):
     from asciiray import storage
-    from asciiray.train import checkpoint
+    from asciiray import checkpoint
     from asciiray.tune import results
 
     # One trial at a time, in grid order. The CE scale multiplies most of the loss, so the second trial's

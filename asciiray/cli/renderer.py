@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train_renderer(args: argparse.Namespace) -> int:
     from asciiray.cli.train import fit
-    from asciiray.train import checkpoint
+    from asciiray import checkpoint
+    from asciiray.train.checkpoint import uri_of
     from asciiray.train.options import RendererTrainConfig
     from asciiray.train.renderer import train_renderer
 
@@ -39,7 +40,7 @@ def run_train_renderer(args: argparse.Namespace) -> int:
     print(f"\ndone: {m['epoch']} epochs, val loss {m['val/loss']:.5f}; held-out PSNR: one-hot "
           f"{m['val/psnr_onehot']:.1f} dB, soft {m['val/psnr_soft']:.1f} dB, random {m['val/psnr_random']:.1f} dB")
     if result.checkpoint:
-        uri = checkpoint.uri_of(result.checkpoint)
+        uri = uri_of(result.checkpoint)
         with checkpoint.opened(uri) as d:
             model = checkpoint.load_meta(d)["model"]
         zoom = f" --font-zoom {model['font_zoom']}" if model["font_zoom"] != 1.0 else ""

@@ -13,9 +13,7 @@ from typing import Any
 import torch
 
 from asciiray import storage
-from asciiray.checkpoint import (FORMAT, META_FILE, MODEL_FILE, Damaged, checkpoints_in,  # noqa: F401
-                                 first_complete, latest_in, load_meta, load_weights, opened, save_weights,
-                                 verify, write_meta)
+from asciiray.checkpoint import META_FILE, MODEL_FILE, checkpoints_in, first_complete, save_weights, write_meta
 
 STATE_FILE = "state.pt"
 

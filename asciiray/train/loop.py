@@ -23,8 +23,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from asciiray import storage
-from asciiray.train import checkpoint, schedule
+from asciiray import checkpoint, storage
+from asciiray.train import checkpoint as train_checkpoint
+from asciiray.train import schedule
 from asciiray.train.cadence import Cadence
 from asciiray.train.job import STOP_FILE, Job, per_worker_batch
 from asciiray.train.step import TimedBatches, TrainStep, load_adam_state, make_adam
@@ -210,10 +211,10 @@ def run(task_cls: type[Task], job: Job) -> None:
     meta: dict[str, Any] = {"epoch": 0, "step": 0, "history": []}
     state = None
     offered = ray.train.get_checkpoint()
-    with checkpoint.resumed(job.run_uri, offered and checkpoint.uri_of(offered), announce=rank == 0) as d:
+    with train_checkpoint.resumed(job.run_uri, offered and train_checkpoint.uri_of(offered), announce=rank == 0) as d:
         if d:
             checkpoint.load_weights(d, model)
-            state = checkpoint.load_training_state(d)
+            state = train_checkpoint.load_training_state(d)
             meta = checkpoint.load_meta(d)
             if rank == 0:
                 log.info("resuming from the checkpoint of epoch %d on %d worker(s)", meta["epoch"], world)
@@ -316,12 +317,12 @@ def run(task_cls: type[Task], job: Job) -> None:
         with tempfile.TemporaryDirectory(prefix="asciiray-ckpt-") as tmp:
             ckpt = None
             if rank == 0:
-                checkpoint.save(tmp, kept, {**task.meta(), "epoch": epoch + 1, "step": step, "history": history,
+                train_checkpoint.save(tmp, kept, {**task.meta(), "epoch": epoch + 1, "step": step, "history": history,
                                             "metrics": metrics},
                                 {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                                  **({"swa": swa.state_dict(bare)} if swa else {})})
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_upload_fn=checkpoint.uploader(job.run_uri))
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_upload_fn=train_checkpoint.uploader(job.run_uri))
         cadence.checkpointed()
 
 

@@ -121,7 +121,7 @@ class VAETask(Task):
 
     def initial_weights(self, model: torch.nn.Module) -> None:
         if self.cfg.model.init_from:
-            from asciiray.train import checkpoint
+            from asciiray import checkpoint
 
             with checkpoint.opened(self.cfg.model.init_from) as d:
                 checkpoint.load_weights(d, model)
@@ -180,7 +180,7 @@ def check_init_from(uri: str, model_config: Any) -> str:
     """
     from asciiray import storage
     from asciiray.models import VAE
-    from asciiray.train import checkpoint
+    from asciiray import checkpoint
 
     if not storage.exists(uri):
         raise UserError(f"--init-from {uri} does not exist: pass a VAE checkpoint or run directory")
