@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from asciiray.cli import main
-from tests.conftest import free_port, make_pieces, write_corpus
+from tests.conftest import free_port, make_pieces, moto_server, write_corpus
 
 
 def run(argv: list[str], capsys) -> tuple[int, str]:
@@ -239,26 +236,12 @@ def test_missing_bucket(s3_server, tmp_path, capsys):
 @pytest.fixture
 def s3_with_auth(monkeypatch):
     """A moto S3 server that checks credentials (INITIAL_NO_AUTH_ACTION_COUNT=0), on loopback."""
-    port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-            break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, "moto did not start"
-            time.sleep(0.2)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=10)
+    with moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        yield endpoint
 
 
 @pytest.mark.integration
