@@ -8,13 +8,14 @@ turns those counts into the summary `asciiray scrape` shows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import scrapy
 from scrapy.exceptions import DownloadCancelledError, IgnoreRequest
 from scrapy.http import Response, TextResponse
+from scrapy.selector import Selector, SelectorList
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
@@ -85,6 +86,16 @@ class SiteSpider(scrapy.Spider):
         """Count and log a page the spider could not use: bad data is reported, never fatal."""
         self.logger.warning("%s (%s): %s", kind, detail, url)
         self.crawler.stats.inc_value(f"asciiray/errors/{kind}")
+
+    def holding(self, response: Response, containers: Iterable[Selector],
+                find: Callable[[Selector], SelectorList], what: str) -> Iterator[tuple[Selector, SelectorList]]:
+        """Each container with the art `find` finds in it; one with none is counted as malformed (`what`)."""
+        for container in containers:
+            art = find(container)
+            if art:
+                yield container, art
+            else:
+                self.count("malformed", response.url, what)
 
     def readable(self, response: Response) -> bool:
         """Count the page; False (and counted by kind) when it is binary or empty."""

@@ -49,10 +49,8 @@ class AsciiArtEuSpider(SiteSpider):
             yield self.page(url, self.parse_page)
         containers = response.css("div.asciiarts")
         labels = self.path_parts(response.url)
-        for container in containers:
-            arts = container.css("pre")
-            if not arts:
-                self.count("malformed", response.url, "div.asciiarts holds no <pre>")
+        for container, arts in self.holding(response, containers, lambda c: c.css("pre"),
+                                            "div.asciiarts holds no <pre>"):
             for art in arts:
                 block = art.root.getparent()
                 caption = "" if block is container.root else caption_before(block, art)

@@ -45,11 +45,8 @@ class AsciiArtWebsiteSpider(SiteSpider):
             yield self.page(url, self.parse_page)
         labels = [p for p in (art_path(response.url) or "").split("/") if p]
         buttons = response.css("button.copybutton")
-        for button in buttons:
-            art = button.xpath("preceding-sibling::*[1]")
-            if not art:
-                self.count("malformed", response.url, "button.copybutton with no element before it")
-                continue
+        for _, art in self.holding(response, buttons, lambda b: b.xpath("preceding-sibling::*[1]"),
+                                   "button.copybutton with no element before it"):
             yield self.piece(pre_text(art[0]), labels, response.url)
         if not links and not buttons:
             self.count("empty", response.url, "no category links and no copy buttons")

@@ -61,11 +61,8 @@ class TextArtIoSpider(SiteSpider):
         if not self.readable(response):
             return
         wrappers = response.css("div.ascii-wrapper")
-        for wrapper in wrappers:
-            art = wrapper.css("pre")
-            if not art:
-                self.count("malformed", response.url, "div.ascii-wrapper holds no <pre>")
-                continue
+        for wrapper, art in self.holding(response, wrappers, lambda w: w.css("pre"),
+                                         "div.ascii-wrapper holds no <pre>"):
             yield self.piece(pre_text(art[0]), [tag], response.url, caption_before(wrapper, art[0]))
         if wrappers:
             yield self.tag_page(tag, number + 1)
