@@ -217,6 +217,7 @@ def test_unreachable_s3_checkpoint(monkeypatch, tmp_path, capsys):
     from tests.conftest import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the message is what this checks; test_reliability the retries
     for command in (["sample", "s3://nowhere/runs/art", "--png", str(tmp_path / "s.png")],
                     ["export", "s3://nowhere/runs/art", str(tmp_path / "model")]):
         assert main(command) == 2

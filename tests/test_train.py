@@ -261,15 +261,6 @@ def test_bad_config_key_and_empty_corpus(tmp_path, capsys):
     assert "fits" in capsys.readouterr().err
 
 
-def test_unreachable_s3_endpoint(tmp_path, monkeypatch, capsys):
-    from tests.conftest import free_port
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
-    assert main(["train", "--preset", "tiny", "--storage-path", "s3://nowhere/runs"]) == 2
-    err = capsys.readouterr().err
-    assert "s3://nowhere/runs" in err and "AWS_ENDPOINT_URL" in err
-
-
 def test_max_pieces_default_depends_on_the_corpus(tiny_corpus, tmp_path):
     from asciiray import data
     from asciiray.embedded import DEFAULT_CORPUS
