@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -167,9 +168,12 @@ class EventLog:
         self.writer = SummaryWriter(logdir=self.local, flush_secs=30)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
+        """Log the finite values; a NaN ratio counted nothing (e.g. ink precision of all-space output) and is
+        left out of the curve rather than drawn as a gap with a tensorboardX warning."""
         if self.writer:
             for name, value in values.items():
-                self.writer.add_scalar(name, value, step)
+                if math.isfinite(value):
+                    self.writer.add_scalar(name, value, step)
 
     def sync(self) -> None:
         """Flush, and mirror the event files to S3 when the run lives there."""
