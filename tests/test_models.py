@@ -73,7 +73,7 @@ def test_seed_preset_is_the_prototype_architecture():
 
 
 def test_small_and_tiny_keep_their_shapes():
-    assert count_parameters(VAE(PRESETS["small"])) == 243_751
+    assert count_parameters(VAE(PRESETS["small"])) == 275_023
     assert count_parameters(VAE(PRESETS["tiny"])) == 23_631
 
 
@@ -213,6 +213,8 @@ def test_gradients_reach_every_parameter():
     ({"encoder_strides": [0, 2]}, "positive"),
     ({"encoder_channels": [8, 8, 8], "encoder_padding": [0, 0, 0], "kernel": 7}, "to nothing"),
     ({"init_std": 0.0}, "init_std"),
+    ({"decoder_upsample": "shuffle", "decoder_start": 3, "decoder_sizes": [8, 16]}, "double"),
+    ({"decoder_upsample": "nearest"}, "bilinear or shuffle"),
     ({"no_such_field": 1}, "no field"),
 ])
 def test_bad_config_raises_user_error(overrides, match):
@@ -228,9 +230,11 @@ def test_unknown_preset_lists_the_presets():
 def test_old_checkpoints_config_rebuilds_the_old_shapes():
     """A meta.json written before the encoder strides, padding and norms existed builds the same model."""
     old = {k: v for k, v in dataclasses.asdict(get_preset("small")).items()
-           if k not in ("encoder_strides", "encoder_padding", "decoder_linear_norm", "head_norm", "init_std")}
+           if k not in ("encoder_strides", "encoder_padding", "decoder_linear_norm", "head_norm", "init_std",
+                        "decoder_upsample", "pad_head")}
     assert VAEConfig(**old).encoder_layers() == [(16, 2, 1), (32, 2, 1), (32, 2, 1), (64, 2, 1)]
-    assert count_parameters(VAE(VAEConfig(**old))) == count_parameters(VAE(PRESETS["small"]))
+    assert VAEConfig(**old).decoder_upsample == "bilinear"
+    assert count_parameters(VAE(VAEConfig(**old))) == 243_751  # the small preset before its shuffle decoder
 
 
 def test_get_preset_copies():

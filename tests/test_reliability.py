@@ -526,31 +526,22 @@ def train_args(corpus: str, storage_path: str, n: int) -> list[str]:
 
 @pytest.mark.integration
 def test_a_killed_driver_resumes_with_every_epoch_once(tiny_corpus, tmp_path, own_ray):
-    n = 6
+    n = 4
     args = train_args(tiny_corpus, str(tmp_path / "runs"), n)
     run = str(tmp_path / "runs" / "r")
 
     first = Driver(args, own_ray, tmp_path, "first")
     wait_until(lambda: latest_epoch(run) >= 1, first, "a registered checkpoint")
     first.kill()
-    # Its Ray (controller, training worker) is still running when the resume starts.
+    # Its Ray (controller, training worker) is still running when the resume starts: the harder case, where
+    # the old controller may still register a checkpoint and the old worker may still be writing one.
     assert marked_pids(MARKER, own_ray[MARKER]), "the killed driver's Ray was gone already"
     committed = latest_epoch(run)
     second = Driver([*args, "--resume"], own_ray, tmp_path, "second")
-    wait_until(lambda: resumed_from(second) and latest_epoch(run) > resumed_from(second)[0], second,
-               "a checkpoint registered after the resume")
-    second.kill()
-    deadline = time.monotonic() + 120
-    while marked_pids(MARKER, own_ray[MARKER]):
-        assert time.monotonic() < deadline, "the killed drivers' Ray processes did not end"
-        time.sleep(0.5)
-    committed_before_third = latest_epoch(run)
-    third = Driver([*args, "--resume"], own_ray, tmp_path, "third")
-    assert third.wait() == 0, third.tail()
+    assert second.wait() == 0, second.tail()
 
     assert epochs(history(run)) == list(range(1, n + 1)), "every epoch exactly once"
-    assert resumed_from(second)[0] >= committed >= 1, second.tail()
-    assert resumed_from(third)[0] == committed_before_third > resumed_from(second)[0], third.tail()
+    assert n > resumed_from(second)[0] >= committed >= 1, second.tail()
     assert_every_checkpoint_verifies(run)
 
 
