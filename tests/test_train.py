@@ -209,8 +209,13 @@ def test_killed_worker_restarts_from_checkpoint(tiny_corpus, tmp_path):
     deadline = time.time() + 240
     while killed is None and time.time() < deadline:
         if list(run_dir.glob("checkpoint_*/meta.json")):
-            for proc in psutil.process_iter(["cmdline"]):
-                if any("RayTrainWorker" in part for part in proc.info["cmdline"] or []):
+            # Only this test's Ray (started by this process) is searched: another run on the machine is not ours.
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    cmdline = proc.cmdline()
+                except psutil.Error:  # ended meanwhile
+                    continue
+                if any("RayTrainWorker" in part for part in cmdline):
                     os.kill(proc.pid, signal.SIGKILL)
                     killed = proc.pid
                     break

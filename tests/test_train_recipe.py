@@ -130,7 +130,7 @@ def test_swa_run_with_auto_learning_rate_resumes_its_average(tiny_corpus, tmp_pa
     runs = str(tmp_path / "runs")
     argv = ["train", "--preset", "tiny", "--corpus", tiny_corpus, "-b", "32", "--font-res", "2",
             "--storage-path", runs, "--run-name", "s", "--cpus-per-worker", "0.5", "--threads", "1",
-            "--swa-start", "1", "--swa-lr", "1e-3", "--learning-rate", "auto"]
+            "--swa-start", "1", "--swa-lr", "1e-3", "--lr-schedule", "constant", "--learning-rate", "auto"]
     assert main([*argv, "-n", "2"]) == 0
     stored = json.loads((tmp_path / "runs" / "s" / "asciiray-run.json").read_text())["config"]
     found = stored["optim"]["learning_rate"]
