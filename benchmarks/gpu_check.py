@@ -155,6 +155,12 @@ def main() -> None:
         syncs = host_syncs_per_step(vae, max(2, steps // 10))
         kernels = top_kernels(vae, 3 if args.smoke else 5)
         ray_rate, wait = ray_path(cfg)
+        n_gpus = torch.cuda.device_count() if gpu else 1
+        if n_gpus > 1:  # the same global batch over every GPU: efficiency = N-worker rate / (N x 1-worker rate)
+            many_rate, _ = ray_path(config.replace(cfg, num_workers=str(n_gpus), run_name="gpu-check-all"))
+            scaling = f"{many_rate / (n_gpus * ray_rate):.2f} efficiency ({n_gpus} workers: {many_rate:.0f} samples/s)"
+        else:
+            scaling = "fewer than 2 GPUs here: not measured"
         compiled = Bench(VAETask(job, device), grids, batch, precision, device,
                          compile_backend="eager" if args.smoke else "inductor").rate(warmup, steps) * batch
         padded_job = vae_setup({**values, "pad_head": True}, precision)[1]
@@ -180,7 +186,7 @@ def main() -> None:
         ("peak GPU memory (plain loop)", peak),
         ("host syncs per step", syncs),
         ("renderer training steps/s", f"{renderer_rate:.1f}"),
-        ("multi-GPU scaling", "not built"),
+        ("multi-GPU scaling, 1 -> all GPUs", scaling),
     ] + [(f"top kernel {i + 1}", k) for i, k in enumerate(kernels)]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
