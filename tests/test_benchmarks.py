@@ -13,9 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.integration
-def test_gpu_check_smoke_prints_its_table():
+def test_gpu_check_smoke_prints_its_table(ray_session):
+    # Its Ray path joins the suite's Ray instead of starting one of its own.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     for row in ("plain loop", "Ray / plain", "data wait share", "host syncs per step", "renderer training steps/s",
                 "top kernel 1", "plain loop, --compile", "plain loop, 96-channel head"):
