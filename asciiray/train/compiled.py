@@ -1,4 +1,4 @@
-"""`--compile`: torch.compile of a run's model and loss, and the check that it can work here (issue 13).
+"""`--compile` (issue 13): the check, on the driver, that torch.compile can build kernels here.
 
 Inductor, torch.compile's default backend, writes C++ kernels on a CPU (it needs
 a C++ compiler) and Triton kernels on a GPU (it needs Triton). Without them the
@@ -7,10 +7,6 @@ the driver checks first and names the fix.
 """
 
 from __future__ import annotations
-
-from typing import Any, Callable
-
-import torch
 
 from asciiray.errors import UserError
 
@@ -31,14 +27,3 @@ def check_available(gpu: bool) -> None:
     except exc.InvalidCxxCompiler:
         raise UserError("--compile on a CPU needs a C++ compiler for torch.compile's inductor backend and none "
                         "was found (g++, or the one CXX names): install g++ or set CXX, or drop --compile") from None
-
-
-def compile_module(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
-    """The module compiled as a whole (DDP included: its buckets become graph breaks of their own).
-    `backend` "eager" only captures graphs (quick: checks the code paths, e.g. gpu_check --smoke)."""
-    return torch.compile(model, backend=backend)
-
-
-def compile_function(fn: Callable[..., Any], backend: str = "inductor") -> Callable[..., Any]:
-    """A loss function compiled; the values that change during a run must reach it as tensors."""
-    return torch.compile(fn, backend=backend)

@@ -108,8 +108,8 @@ class CheckpointSection(Section):
                 raise UserError(f"--checkpoint-every-minutes {self.checkpoint_every_minutes} must be a positive "
                                 f"number of minutes")
             if self.checkpoint_every != 1:
-                raise UserError("--checkpoint-every and --checkpoint-every-minutes both set when checkpoints are "
-                                "written: give one of them")
+                raise UserError("--checkpoint-every and --checkpoint-every-minutes both say when to checkpoint: "
+                                "give one of them")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name or self.run_name in (".", "..")):
             raise UserError(f"--run-name {self.run_name!r} must be a plain directory name")
 
@@ -204,8 +204,8 @@ class VAEModelSection(Section):
                                       "frequencies (off: the preset's init, as the prototype)")
     # Issue 13: a 96-channel head (asciiray.models.vae.VAEConfig.pad_head).
     pad_head: bool = option(False, "give the decoder's last conv 96 output channels instead of 95 (a multiple "
-                                   "of 8/32 for GPU kernels); the 96th logit is masked to -inf, so the "
-                                   "probabilities, losses and metrics over the 95 characters are unchanged")
+                                   "of 8/32 for GPU kernels); the 96th logit is dropped before the softmax, so "
+                                   "the probabilities, losses and metrics over the 95 characters are unchanged")
 
 
 @dataclass

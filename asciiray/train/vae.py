@@ -93,9 +93,8 @@ class VAETask(Task):
         return terms["loss"], stats
 
     def compiled(self, model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
-        from asciiray.train.compiled import compile_function
-
-        self.terms = compile_function(self.loss_terms, backend)
+        # The values that change during a run (tau) reach the compiled loss as tensors.
+        self.terms = torch.compile(self.loss_terms, backend=backend)
         return super().compiled(model, backend)
 
     def epoch_values(self, epoch: int) -> dict[str, float]:
