@@ -1,7 +1,8 @@
 """Probe a training recipe quickly: the VAE's own step in one process, no Ray, scored on train and validation.
 
 For exploring recipes and architectures on a CPU before a real run
-(`benchmarks/model_quality.py` measures the real command). Batches are drawn
+(`benchmarks/model_quality.py` measures the real command). The step is the
+loop's own `TrainStep` (as in `gpu_check.py`); batches are drawn
 at random from the run's training pieces (as `asciiray lr-find` draws them);
 the learning-rate schedule is the run's. Prints one JSON line: steps, CPU
 seconds per sample (one thread, so loaded machines compare), val and train
@@ -20,17 +21,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import nullcontext
 
 import torch
 
-from asciiray import charset, config, data
+from asciiray import charset, data
 from asciiray.embedded import DEFAULT_CORPUS
 from asciiray.metrics import score
 from asciiray.models import get_preset
 from asciiray.train import schedule
-from asciiray.train.job import Job
-from asciiray.train.options import TrainConfig
-from asciiray.train.vae import _LocalVAETask
+from asciiray.train.step import TrainStep, make_adam
+from asciiray.train.vae import LocalVAETask
+from gpu_check import vae_setup  # this directory's
 
 
 def value(text: str) -> object:
@@ -43,24 +45,24 @@ def value(text: str) -> object:
 
 def main() -> None:
     torch.set_num_threads(1)
+    device = torch.device("cpu")
     pairs = dict(arg.split("=", 1) for arg in sys.argv[1:])
     epochs = float(pairs.pop("epochs", "10"))
     model_fields = {k.removeprefix("model."): json.loads(v) for k, v in pairs.items() if k.startswith("model.")}
     options = {"corpus": DEFAULT_CORPUS, "max_pieces": 3000, "storage_path": "unused", "run_name": "probe",
                **{k: value(v) for k, v in pairs.items() if not k.startswith("model.")}}
-    cfg = config.build(TrainConfig, options)
+    cfg, job, grids = vae_setup(options, "32")
     model_config = get_preset(cfg.model.preset, **model_fields)
-    corpus, grid, split, max_pieces = cfg.data.corpus, model_config.grid, cfg.data.validation_prop, cfg.data.max_pieces
-    plan = data.plan(corpus, grid, split, max_pieces)
-    texts = data.fitting_pieces(corpus, grid, split, max_pieces, training=True)["text"].to_pylist()
-    grids = torch.from_numpy(charset.encode_many(texts, grid))
-    val = torch.from_numpy(charset.encode_many(data.validation_pieces(corpus, grid, split, 0, max_pieces), grid))
+    val = torch.from_numpy(charset.encode_many(data.validation_pieces(
+        cfg.data.corpus, model_config.grid, cfg.data.validation_prop, 0, cfg.data.max_pieces), model_config.grid))
 
     torch.manual_seed(cfg.optim.seed)
-    task = _LocalVAETask(Job(kind="vae", cfg=cfg, run_uri="", precision="32", plan=plan), torch.device("cpu"), grids)
+    task = LocalVAETask(job, device, grids)
     task.model_config = model_config
     model = task.build_model()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.learning_rate)
+    optimizer = make_adam(list(model.parameters()), cfg.optim.learning_rate, device)
+    train_step = TrainStep(task.step, model, optimizer, torch.amp.GradScaler("cpu", enabled=False),
+                           cfg.optim.grad_clip, nullcontext, device)
     steps_per_epoch = -(-len(grids) // cfg.data.batch_size)
     total = max(1, round(epochs * steps_per_epoch))
     batches, curve = iter(task.batches("train", 0)), []
@@ -70,12 +72,7 @@ def main() -> None:
         for group in optimizer.param_groups:
             group["lr"] = schedule.learning_rate(cfg.optim.learning_rate, step, total, cfg.optim.lr_schedule,
                                                  cfg.optim.lr_warmup)
-        loss, _ = task.step(model, next(batches), step // steps_per_epoch)
-        optimizer.zero_grad()
-        loss.backward()
-        if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
+        train_step(next(batches), step // steps_per_epoch)
         if (step + 1) % max(1, total // 4) == 0:
             with torch.no_grad():
                 s = score(model, val.split(256))

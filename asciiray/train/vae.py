@@ -229,14 +229,14 @@ def find_learning_rate(cfg: TrainConfig, plan: Any = None, min_lr: float = 1e-6,
                                 training=True)["text"].to_pylist()
     grids = torch.from_numpy(charset.encode_many(texts, grid))
     torch.manual_seed(cfg.optim.seed)
-    task = _LocalVAETask(Job(kind="vae", cfg=cfg, run_uri="", precision="32", plan=plan), device, grids)
+    task = LocalVAETask(Job(kind="vae", cfg=cfg, run_uri="", precision="32", plan=plan), device, grids)
     model = task.build_model().to(device)
     task.initial_weights(model)
     return lr_find.range_test(lambda m, codes: task.step(m, codes, 0)[0], model, iter(task.batches("train", 0)),
                               min_lr, max_lr, steps, cfg.optim.grad_clip)
 
 
-class _LocalVAETask(VAETask):
+class LocalVAETask(VAETask):
     """The VAE task on grids held in this process: endless random batches instead of the run's Ray shards."""
 
     def __init__(self, job: Job, device: torch.device, grids: torch.Tensor) -> None:
