@@ -323,3 +323,64 @@ def ray_cluster(nodes: int = 2, cpus_per_node: int = 1, env: dict[str, str] | No
         yield cluster
     finally:
         cluster.stop()
+
+
+# Helpers of the training-step tests (test_step, test_cadence, test_compile).
+SYNCING = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__")
+
+
+@contextlib.contextmanager
+def no_host_sync():
+    """Make every tensor-to-host read raise while the block runs."""
+    import torch
+
+    saved = {name: getattr(torch.Tensor, name) for name in SYNCING}
+
+    def refuse(name):
+        def method(self, *args, **kwargs):
+            raise AssertionError(f"host sync: Tensor.{name}")
+        return method
+
+    try:
+        for name in SYNCING:
+            setattr(torch.Tensor, name, refuse(name))
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+def vae_task(tmp_path, **kw):
+    """A VAETask of the tiny preset on a made-up plan of 64 pieces with flat character counts."""
+    import torch
+
+    from asciiray.data import CorpusPlan
+    from asciiray.train.job import Job
+    from asciiray.train.vae import VAETask
+
+    cfg = train_config(tmp_path, "unused", **kw)
+    plan = CorpusPlan(uri="unused", rows=64, fitting=64, over_grid=0, train=64, val=0, char_freq=[1.0] * 95)
+    return VAETask(Job(kind="vae", cfg=cfg, run_uri="", precision="32", plan=plan), torch.device("cpu"))
+
+
+def batches(n: int, seed: int = 0) -> list:
+    """n random batches of 8 tiny-preset code grids."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 95, (8, 16, 16), dtype=torch.uint8, generator=g) for _ in range(n)]
+
+
+def make_step(task, seed: int = 0, loss_of=None):
+    """The loop's TrainStep for a fresh model of `task` (Adam 1e-3, clip 1, fp32, CPU)."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from asciiray.train.step import TrainStep, make_adam
+
+    torch.manual_seed(seed)
+    model = task.build_model()
+    optimizer = make_adam(list(model.parameters()), 1e-3, torch.device("cpu"))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    return TrainStep(loss_of or task.step, model, optimizer, scaler, 1.0, nullcontext, torch.device("cpu"))

@@ -11,8 +11,14 @@ import torch
 from asciiray.errors import UserError
 from asciiray.train.cadence import Cadence
 from asciiray.train.loop import StepWindow, progress_line
-from tests.conftest import history, train_config
-from tests.test_step import batches, make_step, no_host_sync, vae_task
+from tests.conftest import (
+    batches,
+    history,
+    make_step,
+    no_host_sync,
+    train_config,
+    vae_task,
+)
 
 
 class Clock:

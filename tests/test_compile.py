@@ -12,8 +12,7 @@ from asciiray.errors import UserError
 from asciiray.train import runner
 from asciiray.train.compiled import check_available
 from asciiray.train.step import TrainStep, make_adam
-from tests.conftest import train_config
-from tests.test_step import vae_task
+from tests.conftest import train_config, vae_task
 
 
 def losses(tmp_path, compiled: bool, data: list[torch.Tensor], epochs: list[int]) -> list[float]:

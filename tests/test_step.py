@@ -3,56 +3,13 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager, nullcontext
 
 import pytest
 import torch
 
-from asciiray.data import CorpusPlan
-from asciiray.train.job import Job
-from asciiray.train.step import TimedBatches, TrainStep, make_adam
+from asciiray.train.step import TimedBatches
 from asciiray.train.vae import VAETask
-from tests.conftest import train_config
-
-SYNCING = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__")
-
-
-@contextmanager
-def no_host_sync():
-    """Make every tensor-to-host read raise while the block runs."""
-    saved = {name: getattr(torch.Tensor, name) for name in SYNCING}
-
-    def refuse(name):
-        def method(self, *args, **kwargs):
-            raise AssertionError(f"host sync: Tensor.{name}")
-        return method
-
-    try:
-        for name in SYNCING:
-            setattr(torch.Tensor, name, refuse(name))
-        yield
-    finally:
-        for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
-
-
-def vae_task(tmp_path, **kw) -> VAETask:
-    cfg = train_config(tmp_path, "unused", **kw)
-    plan = CorpusPlan(uri="unused", rows=64, fitting=64, over_grid=0, train=64, val=0, char_freq=[1.0] * 95)
-    return VAETask(Job(kind="vae", cfg=cfg, run_uri="", precision="32", plan=plan), torch.device("cpu"))
-
-
-def batches(n: int, seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, 95, (8, 16, 16), dtype=torch.uint8, generator=g) for _ in range(n)]
-
-
-def make_step(task: VAETask, seed: int = 0, loss_of=None) -> TrainStep:
-    torch.manual_seed(seed)
-    model = task.build_model()
-    optimizer = make_adam(list(model.parameters()), 1e-3, torch.device("cpu"))
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    return TrainStep(loss_of or task.step, model, optimizer, scaler, 1.0, nullcontext, torch.device("cpu"))
+from tests.conftest import batches, make_step, no_host_sync, vae_task
 
 
 def reference_run(task: VAETask, data: list[torch.Tensor], bad: set[int]) -> dict[str, torch.Tensor]:
