@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class Clock:
 def test_default_cadence_is_the_epoch_cadence():
     cadence = Cadence(n_epochs=5)
     assert [cadence.checkpoint_due(e) for e in range(5)] == [True] * 5
-    assert all(cadence.validates_at_epoch_end(False, step) for step in (3, 6))
+    assert all(cadence.validates_at_epoch_end(epoch, False, step) for epoch, step in ((0, 3), (1, 6)))
     assert not any(cadence.validates_after(s) or cadence.logs_after(s) for s in range(1, 50))
     every2 = Cadence(n_epochs=5, checkpoint_every=2)
     assert [every2.checkpoint_due(e) for e in range(5)] == [False, True, False, True, True]
@@ -57,10 +58,18 @@ def test_step_cadences_and_epoch_end_validation():
     cadence = Cadence(n_epochs=3, val_every_steps=4, log_every_steps=3)
     assert [s for s in range(1, 13) if cadence.validates_after(s)] == [4, 8, 12]
     assert [s for s in range(1, 13) if cadence.logs_after(s)] == [3, 6, 9, 12]
-    assert not cadence.validates_at_epoch_end(False, 7), "no checkpoint: the latest validation stands"
-    assert cadence.validates_at_epoch_end(True, 7), "a checkpoint is ranked by figures of its own weights"
+    assert not cadence.validates_at_epoch_end(1, False, 7), "no checkpoint: the latest validation stands"
+    assert cadence.validates_at_epoch_end(1, True, 7), "a checkpoint is ranked by figures of its own weights"
     cadence.validated(8)
-    assert not cadence.validates_at_epoch_end(True, 8), "its last step was just validated"
+    assert not cadence.validates_at_epoch_end(1, True, 8), "its last step was just validated"
+
+
+def test_validation_every_n_epochs_skips_the_right_epochs_and_checkpoints_follow_it():
+    cadence = Cadence(n_epochs=7, validation_every=3)
+    assert [e + 1 for e in range(7) if cadence.validates_at_epoch_end(e, False, 0)] == [3, 6, 7]
+    assert [e + 1 for e in range(7) if cadence.checkpoint_due(e)] == [3, 6, 7]
+    both = Cadence(n_epochs=7, validation_every=2, checkpoint_every=3)
+    assert [e + 1 for e in range(7) if both.checkpoint_due(e)] == [6, 7], "a checkpoint needs a validation"
 
 
 @pytest.mark.parametrize("values, message", [
@@ -68,6 +77,9 @@ def test_step_cadences_and_epoch_end_validation():
     ({"checkpoint_every_minutes": 5, "checkpoint_every": 2}, "give one of them"),
     ({"val_every_steps": 0}, "at least 1"),
     ({"log_every_steps": -1}, "at least 1"),
+    ({"validation_every": 0}, "--validation-every 0 must be at least 1"),
+    ({"validation_every": 2, "val_every_steps": 5}, "--validation-every and --val-every-steps"),
+    ({"init_std": 0.0}, "--init-std 0.0 must be a positive"),
 ])
 def test_bad_cadence_options_are_one_line_errors(tmp_path, values, message):
     with pytest.raises(UserError, match=message):
@@ -95,6 +107,9 @@ def test_progress_line_before_any_validation_and_after_a_step_validation():
     assert "train: loss 2.5000  |  val: none yet" in progress_line(m, 3, ("loss", "ce"))
     line = progress_line({**m, "val/loss": 2.0, "val_step": 6}, 3, ("loss",))
     assert "val: loss 2.0000 (step 6)" in line
+    assert "val: loss 2.0000 (epoch 3)" in progress_line({**m, "epoch": 4, "val/loss": 2.0, "val_epoch": 3}, 6,
+                                                          ("loss",))
+    assert "val: loss 2.0000  |" in progress_line({**m, "epoch": 3, "val/loss": 2.0, "val_epoch": 3}, 6, ("loss",))
 
 
 def scalars(tensorboard: Path) -> dict[str, dict[int, float]]:
@@ -133,3 +148,20 @@ def test_a_run_on_step_and_time_cadences(tiny_corpus, tmp_path):
     assert sorted(tags["train_step/loss"]) == list(range(1, steps[-1] + 1))
     assert sorted(tags["val_step/loss"]) == list(range(4, steps[-1] + 1, 4))
     assert sorted(tags["val/loss"]) == [1, 2, 3]
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("ray_session")
+def test_a_run_validating_every_second_epoch_with_the_prototype_init(tiny_corpus, tmp_path):
+    from asciiray.models import VAE
+    from asciiray.train import vae
+
+    cfg = train_config(tmp_path, tiny_corpus, n_epochs=3, validation_every=2, init_std=0.02)
+    vae.train(cfg)
+    run = tmp_path / "runs" / "t"
+    epochs = sorted(json.loads(m.read_text())["epoch"] for m in run.glob("checkpoint_*/meta.json"))
+    assert epochs == [2, 3], "epochs 2 and 3 (the last) checkpoint; epoch 1 does not"
+    hist = history(str(run))
+    assert "val/ink_f1" not in hist[0] and [h["val_epoch"] for h in hist[1:]] == [2, 3]
+    assert sorted(scalars(run / "tensorboard")["val/loss"]) == [2, 3]
+    assert VAE.from_checkpoint(str(run)).cfg.init_std == 0.02

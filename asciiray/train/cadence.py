@@ -15,6 +15,9 @@ time cadence:
   `checkpoint_every` epochs. Checkpoints stay at epoch ends, so a resumed run
   starts an epoch afresh and resumes exactly.
 - `log_every_steps`: per-step scalars every N steps.
+- `validation_every` (issue 14, the prototype's habit): validate at every
+  N-th epoch end only, and checkpoint only there, so every checkpoint is
+  ranked by figures of its own weights.
 
 The last epoch always checkpoints. Every rank must take the same decisions:
 the step cadences are the same everywhere, and the loop takes rank 0's
@@ -32,8 +35,9 @@ class Cadence:
 
     def __init__(self, n_epochs: int, checkpoint_every: int = 1, checkpoint_every_minutes: float | None = None,
                  val_every_steps: int | None = None, log_every_steps: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 validation_every: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
         self.n_epochs, self.checkpoint_every, self.minutes = n_epochs, checkpoint_every, checkpoint_every_minutes
+        self.validation_every = validation_every
         self.val_every_steps, self.log_every_steps, self.clock = val_every_steps, log_every_steps, clock
         self.last_checkpoint = clock()
         self.validated_at: int | None = None
@@ -50,6 +54,8 @@ class Cadence:
         """Whether the end of epoch `epoch` (0-based) writes a checkpoint."""
         if epoch + 1 == self.n_epochs:
             return True
+        if (epoch + 1) % self.validation_every:
+            return False
         if self.minutes is None:
             return (epoch + 1) % self.checkpoint_every == 0
         return self.clock() - self.last_checkpoint >= self.minutes * 60
@@ -58,11 +64,12 @@ class Cadence:
         """A checkpoint was written now: the time cadence counts from here."""
         self.last_checkpoint = self.clock()
 
-    def validates_at_epoch_end(self, checkpointing: bool, step: int) -> bool:
-        """Whether the epoch ending at global step `step` validates: always by default; with a step cadence,
-        only where it checkpoints and its last step has not just been validated."""
+    def validates_at_epoch_end(self, epoch: int, checkpointing: bool, step: int) -> bool:
+        """Whether epoch `epoch` (0-based), ending at global step `step`, validates: every
+        `validation_every`-th epoch and the last; with a step cadence, only where it checkpoints and its last
+        step has not just been validated."""
         if self.val_every_steps is None:
-            return True
+            return (epoch + 1) % self.validation_every == 0 or epoch + 1 == self.n_epochs
         return checkpointing and self.validated_at != step
 
     def validated(self, step: int) -> None:

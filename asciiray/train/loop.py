@@ -246,7 +246,7 @@ def run(task_cls: type[Task], job: Job) -> None:
     steps_per_epoch = max(1, -(-(job.plan.train // world) // per_worker_batch(cfg, world)))
     total_steps = steps_per_epoch * n_epochs  # the learning-rate schedule's length
     cadence = Cadence(n_epochs, cfg.checkpoint.checkpoint_every, cfg.checkpoint.checkpoint_every_minutes,
-                      cfg.log.val_every_steps, cfg.log.log_every_steps)
+                      cfg.log.val_every_steps, cfg.log.log_every_steps, cfg.log.validation_every)
     latest_val: dict[str, float] = {}  # the latest validation's figures, which an epoch's metrics carry
     for epoch in range(meta["epoch"], n_epochs):
         started = time.perf_counter()
@@ -293,10 +293,12 @@ def run(task_cls: type[Task], job: Job) -> None:
         if world > 1:
             dist.all_reduce(totals)
         keep = totals[2].item() > 0
-        if cadence.validates_at_epoch_end(keep, step) or (keep and kept is not bare):
+        if cadence.validates_at_epoch_end(epoch, keep, step) or (keep and kept is not bare):
             latest_val = validate(task, model if kept is bare else kept, epoch, precision, device)
             if cadence.val_every_steps:
                 latest_val["val_step"] = step
+            if cadence.validation_every > 1:
+                latest_val["val_epoch"] = epoch + 1
             cadence.validated(step)
         metrics = {"epoch": epoch + 1, "step": step, "workers": world, **train_sums.reduce("train", device),
                    **latest_val, "lr": optimizer.param_groups[0]["lr"],
@@ -389,6 +391,8 @@ def progress_line(m: dict[str, Any], n_epochs: int, shown: tuple[str, ...]) -> s
     val = " ".join(f"{k} {m[f'val/{k}']:.4f}" for k in keys if f"val/{k}" in m) or "none yet"
     if "val_step" in m:  # --val-every-steps: the latest validation, at its step
         val += f" (step {m['val_step']})"
+    elif m.get("val_epoch", m["epoch"]) != m["epoch"]:  # --validation-every: the latest validation's epoch
+        val += f" (epoch {m['val_epoch']})"
     return (f"epoch {m['epoch']}/{n_epochs}  train: {train}  |  val: {val}  |  "
             f"{m['samples_per_s']:.0f} samples/s, data wait {m.get('data_wait', 0.0):.0%}"
             + (f", {m['skipped_steps']} skipped" if m["skipped_steps"] else ""))

@@ -126,12 +126,19 @@ class LogSection(Section):
         None, "validate every N training steps, inside epochs too (TensorBoard val_step/*, at the step); epoch "
               "ends then validate only where a checkpoint is written, and an epoch's metrics carry the latest "
               "validation (default: validate at every epoch end)")
+    # Issue 14: the prototype's notes validated every N epochs.
+    validation_every: int = option(1, "validate at every N-th epoch end (and the last); checkpoints follow "
+                                      "validation: an epoch that does not validate writes no checkpoint, so every "
+                                      "checkpoint is ranked by figures of its own weights; the epochs between "
+                                      "carry the latest validation (val_epoch says which)")
     log_every_steps: int | None = option(
         None, "write TensorBoard scalars train_step/* (the metrics of the last N steps over all workers, the "
               "learning rate, a worker's samples/s) every N training steps (default: per epoch only)")
 
     def check(self) -> None:
-        _at_least({"print_every": self.print_every}, 1)
+        _at_least({"print_every": self.print_every, "validation_every": self.validation_every}, 1)
+        if self.validation_every != 1 and self.val_every_steps is not None:
+            raise UserError("--validation-every and --val-every-steps both say when to validate: give one of them")
         for name in ("val_every_steps", "log_every_steps"):
             if getattr(self, name) is not None:
                 _at_least({name: getattr(self, name)}, 1)
@@ -206,6 +213,14 @@ class VAEModelSection(Section):
     pad_head: bool = option(False, "give the decoder's last conv 96 output channels instead of 95 (a multiple "
                                    "of 8/32 for GPU kernels); the 96th logit is dropped before the softmax, so "
                                    "the probabilities, losses and metrics over the 95 characters are unchanged")
+    # Issue 14: the prototype's weight init (asciiray.models.vae.VAEConfig.init_std).
+    init_std: float | None = option(None, "draw the conv, linear and embedding weights from N(0, init_std^2) and "
+                                          "zero their biases, as the prototype did (default: the preset's init, "
+                                          "PyTorch's own)")
+
+    def check(self) -> None:
+        if self.init_std is not None and not self.init_std > 0:
+            raise UserError(f"--init-std {self.init_std} must be a positive standard deviation, e.g. 0.02")
 
 
 @dataclass

@@ -132,10 +132,11 @@ class VAETask(Task):
 
 
 def model_config(cfg: TrainConfig) -> Any:
-    """The run's VAE sizes: its preset, with the head padded under --pad-head."""
+    """The run's VAE sizes: its preset, with the head padded under --pad-head and --init-std's init."""
     from asciiray.models import get_preset
 
-    return get_preset(cfg.model.preset, pad_head=cfg.model.pad_head)
+    init = {"init_std": cfg.model.init_std} if cfg.model.init_std is not None else {}
+    return get_preset(cfg.model.preset, pad_head=cfg.model.pad_head, **init)
 
 
 def train_func(loop_config: dict[str, Any]) -> None:
