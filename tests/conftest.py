@@ -155,6 +155,24 @@ def ray_session(s3_server):
     ray.shutdown()
 
 
+# The settings of the learned run (see `learned_run`): 10 epochs of 540 embedded FIGlet pieces of the tiny
+# preset, well under a minute on an idle 2-core CPU.
+LEARNED_RUN = ["--preset", "tiny", "--max-pieces", "600", "-n", "10", "-b", "16", "--learning-rate", "5e-3",
+               "--roll-std", "0", "--image-recon-loss-coeff", "0", "--seed", "0", "--font-res", "2",
+               "--cpus-per-worker", "0.5", "--threads", "1"]
+
+
+@pytest.fixture(scope="session")
+def learned_run(ray_session, tmp_path_factory) -> str:
+    """One tiny model trained through `asciiray train` on the embedded corpus, for the whole suite: the
+    learning test scores it, the art commands use it, --init-from starts from it. Its run directory."""
+    from asciiray.cli import main
+
+    runs = tmp_path_factory.mktemp("learned")
+    assert main(["train", *LEARNED_RUN, "--storage-path", str(runs), "--run-name", "t"]) == 0
+    return str(runs / "t")
+
+
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory) -> str:
     """240 small pieces and one too wide for the tiny preset's grid."""

@@ -27,13 +27,9 @@ CAT = "=======\n= cat =\n=======\n"
 
 
 @pytest.fixture(scope="module")
-def run_dir(ray_session, tiny_corpus, tmp_path_factory) -> str:
-    """One tiny model, trained through `asciiray train`, for the whole module."""
-    runs = tmp_path_factory.mktemp("runs")
-    assert main(["train", "--preset", "tiny", "--corpus", tiny_corpus, "-n", "4", "-b", "16", "--learning-rate", "3e-3",
-                 "--roll-std", "0", "--font-res", "2", "--image-recon-loss-coeff", "0.1", "--cpus-per-worker", "0.5",
-                 "--threads", "1", "--storage-path", str(runs), "--run-name", "art"]) == 0
-    return str(runs / "art")
+def run_dir(learned_run) -> str:
+    """The suite's one tiny model trained through `asciiray train` (tests.conftest.learned_run)."""
+    return learned_run
 
 
 @pytest.fixture(scope="module")

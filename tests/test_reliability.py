@@ -369,40 +369,14 @@ def epochs(hist: list[dict]) -> list[int]:
 
 
 @pytest.mark.integration
-def test_resume_skips_damaged_latest_checkpoints(tiny_corpus, tmp_path, ray_session, capfd):
-    from asciiray.train import vae
-
-    cfg = config(tmp_path, tiny_corpus, n_epochs=3, keep_checkpoints=3)
-    vae.train(cfg)
-    run = tmp_path / "runs" / "t"
-    names, latest = registered(str(run))
-    assert len(names) == 3 and latest == names[-1]
-    kept = checkpoint.verify(run / names[0])["history"]
-    lost = checkpoint.load_meta(run / names[1])["history"]
-    DAMAGE["tampered weights"][0](run / names[2])
-    DAMAGE["truncated state"][0](run / names[1])
-
-    vae.train(replace(cfg, n_epochs=4, resume=True), explicit={"optim.n_epochs", "checkpoint.resume"})
-    hist = history(str(run))
-    assert epochs(hist) == [1, 2, 3, 4]
-    assert json.dumps(hist[:1]) == json.dumps(kept), "continued from epoch 1's checkpoint, not from scratch"
-    assert json.dumps(hist[1]) != json.dumps(lost[1]), "epoch 2 was trained again"
-    out = capfd.readouterr()
-    warnings = [line for line in (out.out + out.err).splitlines() if "skipping it" in line]
-    assert len(warnings) == 2, warnings
-    assert f"checkpoint {run / names[2]} is damaged: model.safetensors" in warnings[0]
-    assert f"checkpoint {run / names[1]} is damaged: state.pt" in warnings[1]
-
-
-@pytest.mark.integration
-def test_a_restarted_worker_skips_a_damaged_latest_checkpoint(tiny_corpus, tmp_path, ray_session,
-                                                              capfd):
+def test_a_restarted_worker_and_a_resume_skip_damaged_checkpoints(tiny_corpus, tmp_path, ray_session, capfd):
     from ray.util.state import list_actors
 
     from asciiray.train import vae
 
+    # Every checkpoint is kept (the restart trains some epochs again), so the latest ones are the newest.
     n = 6
-    cfg = config(tmp_path, tiny_corpus, n_epochs=n, batch_size=4, max_failures=1, keep_checkpoints=n)
+    cfg = config(tmp_path, tiny_corpus, n_epochs=n, batch_size=4, max_failures=1, keep_checkpoints=3 * n)
     run = tmp_path / "runs" / "t"
     outcome: dict = {}
     trainer = threading.Thread(target=lambda: outcome.update(result=vae.train(cfg)))
@@ -430,6 +404,27 @@ def test_a_restarted_worker_skips_a_damaged_latest_checkpoint(tiny_corpus, tmp_p
     assert json.dumps(hist[:len(kept)]) == json.dumps(kept), "continued from the oldest checkpoint"
     out = capfd.readouterr()
     assert any("is damaged" in line and "skipping it" in line for line in (out.out + out.err).splitlines())
+
+    # The finished run, its latest checkpoint's weights tampered with and the one before's state cut short,
+    # resumed for one more epoch: it continues from the third latest.
+    names, latest = registered(str(run))
+    assert latest == names[-1]
+    kept = checkpoint.verify(run / names[-3])["history"]
+    lost = checkpoint.load_meta(run / names[-2])["history"]
+    assert len(lost) == len(kept) + 1
+    DAMAGE["tampered weights"][0](run / names[-1])
+    DAMAGE["truncated state"][0](run / names[-2])
+
+    vae.train(replace(cfg, n_epochs=n + 1, resume=True), explicit={"optim.n_epochs", "checkpoint.resume"})
+    hist = history(str(run))
+    assert epochs(hist) == list(range(1, n + 2))
+    assert json.dumps(hist[:len(kept)]) == json.dumps(kept), "continued from the third latest, not from scratch"
+    assert json.dumps(hist[len(kept)]) != json.dumps(lost[len(kept)]), "the epoch after it was trained again"
+    out = capfd.readouterr()
+    warnings = [line for line in (out.out + out.err).splitlines() if "skipping it" in line]
+    assert len(warnings) == 2, warnings
+    assert f"checkpoint {run / names[-1]} is damaged: model.safetensors" in warnings[0]
+    assert f"checkpoint {run / names[-2]} is damaged: state.pt" in warnings[1]
 
 
 # --- `asciiray train` subprocesses with a Ray of their own: a killed driver, S3 outages --------------
@@ -546,28 +541,12 @@ def test_a_killed_driver_resumes_with_every_epoch_once(tiny_corpus, tmp_path, ow
 
 
 @pytest.mark.integration
-def test_a_storage_outage_during_a_run_is_ridden_out(tiny_corpus, tmp_path, own_ray, outage,
-                                                     s3_bucket):
-    n = 5
+def test_an_outage_past_the_retries_stops_a_run_and_its_resume_rides_out_a_short_one(tiny_corpus, tmp_path,
+                                                                                      own_ray, outage, s3_bucket):
+    n = 6
     corpus = f"s3://{s3_bucket}/corpus"
     storage.copy_dir(tiny_corpus, corpus)
-    run = f"s3://{s3_bucket}/runs/r"
-    env = {**own_ray, "AWS_ENDPOINT_URL": outage.endpoint, "AWS_MAX_ATTEMPTS": "6"}
-    driver = Driver(train_args(corpus, f"s3://{s3_bucket}/runs", n), env, tmp_path, "run")
-    wait_until(lambda: latest_epoch(run) >= 1, driver, "a registered checkpoint")
-    outage.off()
-    outage.wait_refused(2, timeout_s=300, alive=driver.alive)  # the run is retrying: 4 more tries each
-    outage.on()
-    assert driver.wait() == 0, driver.tail()
-    assert epochs(history(run)) == list(range(1, n + 1))
-    assert_every_checkpoint_verifies(run)
-
-
-@pytest.mark.integration
-def test_a_storage_outage_past_the_retries_stops_the_run_and_resume_finishes_it(tiny_corpus, tmp_path,
-                                                                                 own_ray, outage, s3_bucket):
-    n = 5
-    args = train_args(tiny_corpus, f"s3://{s3_bucket}/runs", n)
+    args = train_args(corpus, f"s3://{s3_bucket}/runs", n)
     run = f"s3://{s3_bucket}/runs/r"
     driver = Driver(args, {**own_ray, "AWS_ENDPOINT_URL": outage.endpoint, "AWS_MAX_ATTEMPTS": "2"}, tmp_path,
                     "run")
@@ -581,8 +560,14 @@ def test_a_storage_outage_past_the_retries_stops_the_run_and_resume_finishes_it(
     assert ours.endswith("--resume continues the run from its last complete checkpoint"), ours
     assert_every_checkpoint_verifies(run)
 
+    # The resume, given more tries, rides out an outage that starts once it has a checkpoint of its own.
     outage.on()
-    resumed = Driver([*args, "--resume"], {**own_ray, "AWS_ENDPOINT_URL": outage.endpoint}, tmp_path, "resume")
+    resumed = Driver([*args, "--resume"], {**own_ray, "AWS_ENDPOINT_URL": outage.endpoint, "AWS_MAX_ATTEMPTS": "6"},
+                     tmp_path, "resume")
+    wait_until(lambda: latest_epoch(run) > committed, resumed, "a registered checkpoint of the resumed run")
+    outage.off()
+    outage.wait_refused(outage.refused + 2, timeout_s=300, alive=resumed.alive)  # retrying: 4 more tries each
+    outage.on()
     assert resumed.wait() == 0, resumed.tail()
     assert epochs(history(run)) == list(range(1, n + 1))
     assert resumed_from(resumed)[0] == committed >= 1, resumed.tail()

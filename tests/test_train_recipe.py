@@ -92,21 +92,20 @@ def test_range_test_suggestion_lies_before_the_loss_minimum():
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("ray_session")
-def test_init_from_starts_a_new_run_from_the_weights(tiny_corpus, tmp_path):
+def test_init_from_starts_a_new_run_from_the_weights(learned_run, tiny_corpus, tmp_path):
     from asciiray import checkpoint
     from asciiray.train import vae
     from asciiray.train.checkpoint import load_training_state
 
-    vae.train(config(tmp_path, tiny_corpus, n_epochs=1, run_name="a"))
-    source = tmp_path / "runs" / "a"
-    # Another batch size, tau schedule and a rate so small that the weights stay where they started.
-    cfg = config(tmp_path, tiny_corpus, n_epochs=1, run_name="b", init_from=str(source), batch_size=16,
+    source = learned_run  # a run of the same preset on another corpus
+    # Another corpus, batch size, tau schedule and a rate so small that the weights stay where they started.
+    cfg = config(tmp_path, tiny_corpus, n_epochs=1, run_name="b", init_from=source, batch_size=32,
                  gumbel_tau_r=0.3, learning_rate=1e-12)
     result = vae.train(cfg)
     assert result.metrics["epoch"] == 1
     run_b = str(tmp_path / "runs" / "b")
     assert [h["epoch"] for h in history(run_b)] == [1], "a new run starts at epoch 0"
-    with checkpoint.opened(str(source)) as d:
+    with checkpoint.opened(source) as d:
         before = load_file(str(d / checkpoint.MODEL_FILE))
         source_checkpoint = str(d)
     with checkpoint.opened(run_b) as d:
@@ -117,7 +116,7 @@ def test_init_from_starts_a_new_run_from_the_weights(tiny_corpus, tmp_path):
             torch.testing.assert_close(after[name], tensor, rtol=0, atol=1e-6)
     assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {meta["step"]}, "a fresh optimizer"
     stored = json.loads((tmp_path / "runs" / "b" / "asciiray-run.json").read_text())["config"]
-    assert stored["data"]["batch_size"] == 16 and stored["loss"]["gumbel_tau_r"] == 0.3
+    assert stored["data"]["batch_size"] == 32 and stored["loss"]["gumbel_tau_r"] == 0.3
     assert stored["model"]["init_from"] == source_checkpoint, "the run directory resolved to its checkpoint"
 
 

@@ -1,5 +1,5 @@
-"""`asciiray tune`: spec reading (no Ray), and on the suite's local Ray: ASHA, S3 storage, a failing trial,
-interrupt + resume, bad specs."""
+"""`asciiray tune`: spec reading (no Ray), and on the suite's local Ray: ASHA; interrupt + resume of an
+experiment in S3 with a failing trial; bad specs."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import yaml
 from asciiray.cli import main
 from asciiray.tune.spec import RUN_NAME, TRIAL_PREFIX
 from tests.conftest import make_pieces, write_corpus
+
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it registered
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +62,28 @@ def own_history(run_uri: str) -> list[dict]:
         return checkpoint.load_meta(d)["history"]
 
 
-def checkpoint_epochs(run_dir: Path) -> dict[str, int]:
+def checkpoint_epochs(run_uri: str) -> dict[str, int]:
     """Epoch of each checkpoint Ray Train has recorded as complete (the ones a restarted run resumes from).
 
     A checkpoint directory being written when the driver is killed is not among them: its epoch
     is trained again on resume, as it should be.
     """
-    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    from asciiray import storage
+    from asciiray.errors import UserError
+
     try:
-        results = json.loads(snapshot.read_text())["checkpoint_results"]
-    except (OSError, ValueError, KeyError):
+        results = json.loads(storage.read_bytes(storage.join(run_uri, SNAPSHOT)))["checkpoint_results"]
+    except (UserError, ValueError, KeyError):
         return {}
     return {r["checkpoint_dir_name"]: r["metrics"]["epoch"] for r in results}
+
+
+def trial_runs(exp_uri: str) -> dict[str, dict[str, int]]:
+    """checkpoint_epochs of each trial's run under the experiment, by trial directory name."""
+    from asciiray import storage
+
+    return {name: checkpoint_epochs(storage.join(exp_uri, name, RUN_NAME))
+            for name in storage.list_dirs(exp_uri, TRIAL_PREFIX)}
 
 
 @pytest.mark.integration
@@ -127,53 +139,26 @@ def test_asha_experiment_table_and_best_checkpoint(corpus, tmp_path, ray_session
 
 
 @pytest.mark.integration
-def test_s3_experiment_with_a_diverging_trial(corpus, tmp_path, ray_session, s3_bucket, capsys):
+def test_interrupted_s3_experiment_with_a_diverging_trial_resumes(corpus, tmp_path, ray_session, s3_bucket, capsys,
+                                                                 progress):
     import boto3
 
     from asciiray.tune import results
 
-    # One trial's learning rate is absurd: its loss goes non-finite at once and its run stops itself.
-    # The base is given by section, as a --config file may be.
-    spec_path = write_spec(tmp_path, corpus, storage_path=f"s3://{s3_bucket}/tune", search="grid",
-                           scheduler="none", max_concurrent=2,
-                           base={"model": {"preset": "tiny"}, "data": {"corpus": corpus, "batch_size": 8},
-                                 "optim": {"n_epochs": 2, "grad_clip": 0.0, "max_nonfinite_steps": 2},
-                                 "loss": {"font_res": 2}, "resources": {"threads": 1}},
-                           space={"optim.learning_rate": {"type": "grid", "values": [1e-3, 1e30]}})
-    assert main(["tune", spec_path]) == 0
-    capsys.readouterr()
-
-    exp_uri = f"s3://{s3_bucket}/tune/exp"
-    assert main(["tune", "results", exp_uri]) == 0
-    out = capsys.readouterr().out
-    assert "non-finite" in out and f"best checkpoint: {exp_uri}/trial_" in out
-
-    rows = {t.params["optim.learning_rate"]: t for t in results.read(exp_uri).trials}
-    good, bad = rows[1e-3], rows[1e30]
-    assert (good.status, good.epochs) == ("done", 2)
-    assert bad.status == "failed" and "non-finite" in bad.reason
-    keys = [o["Key"] for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
-            for o in page.get("Contents", [])]
-    ckpts = {k.split("/")[2] for k in keys if k.endswith("/model.safetensors")}
-    assert ckpts == {f"trial_{good.trial_id}"}, "the good trial's checkpoints are in the bucket"
-    assert any(k.startswith(f"tune/exp/trial_{good.trial_id}/train/tensorboard/") for k in keys)
-    assert any(k.startswith(f"tune/exp/trial_{bad.trial_id}/train/stopped.json") for k in keys)
-    assert not (tmp_path / "runs").exists()
-
-
-@pytest.mark.integration
-def test_interrupted_experiment_resumes(corpus, tmp_path, ray_session, capsys, progress):
-    from asciiray.tune import results
-
-    # Two trials one after another; the driver is killed once the second trial has a checkpoint.
-    # Epochs of the tiny preset take a fraction of a second: several of them leave the second
-    # trial unfinished when the kill lands.
+    # Three trials one after another, stored in S3; the last one's learning rate is absurd: its loss goes
+    # non-finite at once and its run stops itself in its first epoch (a dozen steps), before any checkpoint.
+    # The driver is killed once two trials have a checkpoint.
+    # Epochs of the tiny preset take a fraction of a second: several of them leave the second trial
+    # unfinished when the kill lands. The base is given by section, as a --config file may be.
     epochs = 6
-    spec_path = write_spec(tmp_path, corpus, search="grid", scheduler="none", max_concurrent=1,
-                           base={"preset": "tiny", "corpus": corpus, "n_epochs": epochs, "batch_size": 32,
-                                 "font_res": 2, "threads": 1, "keep_checkpoints": epochs},
-                           space={"kl_coeff": {"type": "grid", "values": [1e-4, 1e-2]}})
-    exp = tmp_path / "runs" / "exp"
+    spec_path = write_spec(tmp_path, corpus, storage_path=f"s3://{s3_bucket}/tune", search="grid",
+                           scheduler="none", max_concurrent=1,
+                           base={"model": {"preset": "tiny"}, "data": {"corpus": corpus, "batch_size": 8},
+                                 "optim": {"n_epochs": epochs, "grad_clip": 0.0, "max_nonfinite_steps": 2},
+                                 "loss": {"font_res": 2}, "checkpoint": {"keep_checkpoints": epochs},
+                                 "resources": {"threads": 1}},
+                           space={"optim.learning_rate": {"type": "grid", "values": [1e-3, 2e-3, 1e30]}})
+    exp_uri = f"s3://{s3_bucket}/tune/exp"
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     with open(tmp_path / "driver.log", "w") as log:
         driver = subprocess.Popen([sys.executable, "-m", "asciiray", "tune", spec_path], env=env,
@@ -181,15 +166,15 @@ def test_interrupted_experiment_resumes(corpus, tmp_path, ray_session, capsys, p
     # A guard against a hang, not a timing: on a loaded machine a trial's workers take minutes to start.
     deadline = time.time() + 900
     try:
-        while sum(len(checkpoint_epochs(d / "train")) > 0 for d in exp.glob("trial_*")) < 2:
+        while sum(len(ckpts) > 0 for ckpts in trial_runs(exp_uri).values()) < 2:
             assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
             assert time.time() < deadline, "no second trial checkpointed in time"
             time.sleep(0.2)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-    before = {d.name: checkpoint_epochs(d / "train") for d in exp.glob("trial_*")}
-    done, started = sorted(before.values(), key=len, reverse=True)
+    before = trial_runs(exp_uri)
+    done, started = sorted((c for c in before.values() if c), key=len, reverse=True)
     assert sorted(done.values()) == list(range(1, epochs + 1)), "one trial done"
     assert sorted(started.values()) == list(range(1, len(started) + 1)) and 0 < len(started) < epochs, \
         "one trial started, not finished"
@@ -198,13 +183,27 @@ def test_interrupted_experiment_resumes(corpus, tmp_path, ray_session, capsys, p
     assert "best val/loss" in capsys.readouterr().out
     # Only the callbacks Tune restores from the experiment report progress on resume.
     assert re.search(r"epoch \d+: val/loss", progress.text), "progress is shown after a resume too"
-    experiment = results.read(str(exp))
-    assert [(t.status, t.epochs) for t in experiment.trials] == [("done", epochs), ("done", epochs)]
-    after = {d.name: checkpoint_epochs(d / "train") for d in exp.glob("trial_*")}
+    rows = {t.params["optim.learning_rate"]: t for t in results.read(exp_uri).trials}
+    good, bad = [rows[1e-3], rows[2e-3]], rows[1e30]
+    assert [(t.status, t.epochs) for t in good] == [("done", epochs), ("done", epochs)]
+    assert bad.status == "failed" and "non-finite" in bad.reason
+    after = trial_runs(exp_uri)
     for name, ckpts in before.items():
         assert ckpts.items() <= after[name].items(), f"{name} kept the checkpoints it had"
-        assert sorted(after[name].values()) == list(range(1, epochs + 1)), \
-            f"{name} trained every epoch once: none from scratch"
+    for t in good:
+        assert sorted(after[f"{TRIAL_PREFIX}{t.trial_id}"].values()) == list(range(1, epochs + 1)), \
+            f"trial {t.trial_id} trained every epoch once: none from scratch"
+
+    assert main(["tune", "results", exp_uri]) == 0
+    out = capsys.readouterr().out
+    assert "non-finite" in out and f"best checkpoint: {exp_uri}/trial_" in out
+    keys = [o["Key"] for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
+            for o in page.get("Contents", [])]
+    ckpts = {k.split("/")[2] for k in keys if k.endswith("/model.safetensors")}
+    assert ckpts == {f"trial_{t.trial_id}" for t in good}, "the good trials' checkpoints are in the bucket"
+    assert all(any(k.startswith(f"tune/exp/trial_{t.trial_id}/train/tensorboard/") for k in keys) for t in good)
+    assert any(k.startswith(f"tune/exp/trial_{bad.trial_id}/train/stopped.json") for k in keys)
+    assert not (tmp_path / "runs").exists()
 
     assert main(["tune", spec_path]) == 2
     assert "already exists" in capsys.readouterr().err
