@@ -16,35 +16,7 @@ from tests.conftest import history, train_config as config
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
-def test_two_workers_see_disjoint_shards(tiny_corpus, tmp_path):
-    import hashlib
-
-    import ray.train
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from asciiray import data
-
-    p = data.plan(tiny_corpus, 16, 0.1)
-    out = tmp_path / "seen"
-    out.mkdir()
-
-    def train_func(config):
-        shard = ray.train.get_dataset_shard("train")
-        digests = [hashlib.sha1(g.tobytes()).hexdigest() for b in shard.iter_batches(batch_size=16)
-                   for g in b["codes"]]
-        (out / str(ray.train.get_context().get_world_rank())).write_text("\n".join(digests))
-        ray.train.report({})
-
-    TorchTrainer(train_func, scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
-                 run_config=RunConfig(name="shards", storage_path=str(tmp_path)),
-                 datasets=data.datasets(p, 16, 0.1)).fit()
-    a, b = (set((out / r).read_text().split()) for r in ("0", "1"))
-    assert a and b and not a & b
-    assert p.train - 1 <= len(a) + len(b) <= p.train, "an equal split drops at most world_size - 1 rows"
-
-
-def test_training_batches_are_shuffled_every_epoch(tiny_corpus, tmp_path):
+def test_two_workers_see_disjoint_shards_shuffled_every_epoch(tiny_corpus, tmp_path):
     import hashlib
 
     import ray.train
@@ -57,23 +29,29 @@ def test_training_batches_are_shuffled_every_epoch(tiny_corpus, tmp_path):
     from asciiray.train.loop import Task
     from asciiray.train.options import TrainConfig
 
-    out = tmp_path / "orders"
+    p = data.plan(tiny_corpus, 16, 0.1)
+    out = tmp_path / "seen"
     out.mkdir()
 
     def train_func(config):
         job = Job(kind="vae", cfg=build(TrainConfig, {"batch_size": 16}), run_uri="", precision="32", plan=None)
         task = Task(job, torch.device("cpu"))
+        rank = ray.train.get_context().get_world_rank()
         for epoch in range(2):
             digests = [hashlib.sha1(g.numpy().tobytes()).hexdigest() for b in task.shard_codes("train") for g in b]
-            (out / str(epoch)).write_text("\n".join(digests))
+            (out / f"{rank}-{epoch}").write_text("\n".join(digests))
         ray.train.report({})
 
-    TorchTrainer(train_func, scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
-                 run_config=RunConfig(name="orders", storage_path=str(tmp_path)),
-                 datasets=data.datasets(data.plan(tiny_corpus, 16, 0.1), 16, 0.1)).fit()
-    first, second = ((out / str(e)).read_text().split() for e in (0, 1))
-    assert sorted(first) == sorted(second) and len(first) > 100, "every training piece, once per epoch"
-    assert first != second, "a new order each epoch"
+    TorchTrainer(train_func, scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+                 run_config=RunConfig(name="shards", storage_path=str(tmp_path)),
+                 datasets=data.datasets(p, 16, 0.1)).fit()
+    seen = {(r, e): (out / f"{r}-{e}").read_text().split() for r in (0, 1) for e in (0, 1)}
+    for epoch in (0, 1):
+        a, b = seen[0, epoch], seen[1, epoch]
+        assert a and b and not set(a) & set(b), "the workers' shards are disjoint"
+        assert len(set(a + b)) == len(a + b), "no piece twice in an epoch"
+        assert p.train - 1 <= len(a) + len(b) <= p.train, "an equal split drops at most world_size - 1 rows"
+    assert seen[0, 0] != seen[0, 1] and seen[1, 0] != seen[1, 1], "a new order each epoch"
 
 
 def test_two_worker_ddp_run_on_s3_then_resume(tiny_corpus, tmp_path, s3_bucket):
