@@ -265,6 +265,7 @@ BAD_SPECS = [
     ({"base": {"n_epochs": 2}, "space": {"preset": {"type": "choice", "values": ["tiny", "huge"]}}},
      "'model.preset' 'huge' is unknown: use one of"),
     ({"space": {}}, "space is empty"),
+    ({"base": {**BASE, "log": {"validation_every": 2}}}, "validation_every 2 leaves epochs without"),
     ({"metric": "val/accuracy"}, "unknown metric 'val/accuracy'"),
     ({"metric": "val/ink_ratio"}, "unknown metric 'val/ink_ratio'"),
     ({"mode": "up"}, "mode 'up'"),

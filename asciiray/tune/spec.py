@@ -202,6 +202,9 @@ def spec_from_dict(values: dict[str, Any], source: str, default_name: str) -> Sp
         raise UserError(f"{source}: scheduler needs 1 <= grace_period <= max_t <= n_epochs ({n_epochs}) and "
                         f"reduction_factor > 1 (got grace_period {s.grace_period}, max_t {spec.max_t}, "
                         f"reduction_factor {s.reduction_factor})")
+    if base.log.validation_every != 1:
+        raise UserError(f"{source}: base: validation_every {base.log.validation_every} leaves epochs without the "
+                        f"val/ figures Tune compares trials on each epoch; leave it at 1 in a tune spec")
     return spec
 
 
