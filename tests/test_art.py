@@ -27,14 +27,8 @@ CAT = "=======\n= cat =\n=======\n"
 
 
 @pytest.fixture(scope="module")
-def run_dir(learned_run) -> str:
-    """The suite's one tiny model trained through `asciiray train` (tests.conftest.learned_run)."""
-    return learned_run
-
-
-@pytest.fixture(scope="module")
-def vae(run_dir) -> TrainedVAE:
-    return TrainedVAE.load(run_dir, "cpu")
+def vae(learned_run) -> TrainedVAE:
+    return TrainedVAE.load(learned_run, "cpu")
 
 
 @pytest.fixture
@@ -50,8 +44,8 @@ def blocks(out: str, header: str) -> list[str]:
     return re.findall(pattern, out, flags=re.DOTALL)
 
 
-def test_train_ends_with_the_projector(run_dir, vae):
-    tb = Path(run_dir) / "tensorboard"
+def test_train_ends_with_the_projector(learned_run, vae):
+    tb = Path(learned_run) / "tensorboard"
     config = (tb / "projector_config.pbtxt").read_text()
     assert config.count("embeddings {") == 1 and "sprite.png" in config
     (embedding,) = tb.glob("0*/validation_mu")
@@ -64,8 +58,8 @@ def test_train_ends_with_the_projector(run_dir, vae):
         assert sprite.width == sprite.height and sprite.width >= 64 * int(np.ceil(np.sqrt(n_val)))
 
 
-def test_sample_prints_cropped_pieces_and_writes_files(run_dir, vae, tmp_path, capsys):
-    argv = ["sample", run_dir, "-n", "5", "--seed", "3", "-t", "0.8"]
+def test_sample_prints_cropped_pieces_and_writes_files(learned_run, vae, tmp_path, capsys):
+    argv = ["sample", learned_run, "-n", "5", "--seed", "3", "-t", "0.8"]
     assert main([*argv, "--png", str(tmp_path / "sheet.png"), "--out", str(tmp_path / "txt")]) == 0
     out = capsys.readouterr().out
     texts = vae.sample(5, 0.8, seed=3).texts
@@ -84,11 +78,11 @@ def test_sample_prints_cropped_pieces_and_writes_files(run_dir, vae, tmp_path, c
     assert blocks(capsys.readouterr().out, "sample") == [text or BLANK for text in texts], "the same seed, the same"
 
 
-def test_interpolation_ends_are_the_reconstructions(run_dir, vae, pieces, tmp_path, capsys):
+def test_interpolation_ends_are_the_reconstructions(learned_run, vae, pieces, tmp_path, capsys):
     held_out = vae.corpus_pieces()[0]
     a, b = pieces[0], held_out.id[:12]
     gif, png = tmp_path / "morph.gif", tmp_path / "strip.png"
-    assert main(["interpolate", run_dir, a, b, "--steps", "6", "--slerp", "--gif", str(gif), "--png", str(png)]) == 0
+    assert main(["interpolate", learned_run, a, b, "--steps", "6", "--slerp", "--gif", str(gif), "--png", str(png)]) == 0
     frames = blocks(capsys.readouterr().out, "frame")
     assert len(frames) == 6
     ends = vae.reconstruct([HELLO, held_out.text])
@@ -109,9 +103,9 @@ def own_crop(frame: str) -> str:
     return textwrap.dedent(frame).strip("\n")
 
 
-def test_export_loads_without_run_ray_or_corpus_and_reconstructs_bit_identically(run_dir, vae, tmp_path, capsys):
+def test_export_loads_without_run_ray_or_corpus_and_reconstructs_bit_identically(learned_run, vae, tmp_path, capsys):
     out = tmp_path / "models" / "tiny-art"
-    assert main(["export", run_dir, str(out)]) == 0
+    assert main(["export", learned_run, str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == vae.meta["model"] and config["grid"] == 16 and config["kind"] == "vae"
@@ -131,21 +125,21 @@ def test_export_loads_without_run_ray_or_corpus_and_reconstructs_bit_identically
     assert np.array_equal(np.load(tmp_path / "codes.npy"), vae.reconstruct(texts).codes)
 
 
-def test_embed_command(run_dir, tmp_path, capsys):
+def test_embed_command(learned_run, tmp_path, capsys):
     logdir = tmp_path / "tb"
-    assert main(["embed", run_dir, "--logdir", str(logdir), "-n", "7"]) == 0
+    assert main(["embed", learned_run, "--logdir", str(logdir), "-n", "7"]) == 0
     assert "embedded 7 validation pieces" in capsys.readouterr().out
     (embedding,) = logdir.glob("0*/validation_mu")
     assert len((embedding / "tensors.tsv").read_text().splitlines()) == 7
     assert len((embedding / "metadata.tsv").read_text().splitlines()) == 8
-    assert main(["embed", run_dir, "--logdir", str(logdir), "-n", "5"]) == 0
+    assert main(["embed", learned_run, "--logdir", str(logdir), "-n", "5"]) == 0
     assert (logdir / "projector_config.pbtxt").read_text().count("embeddings {") == 1, "replaced, not appended"
     assert len((embedding / "tensors.tsv").read_text().splitlines()) == 5
 
 
-def test_every_command_reads_an_s3_checkpoint(run_dir, vae, pieces, s3_bucket, tmp_path, capsys):
+def test_every_command_reads_an_s3_checkpoint(learned_run, vae, pieces, s3_bucket, tmp_path, capsys):
     run = f"s3://{s3_bucket}/runs/art"
-    storage.copy_dir(run_dir, run)
+    storage.copy_dir(learned_run, run)
     a, b = pieces
     assert main(["reconstruct", run, a, "--png", f"{run}/pairs.png"]) == 0
     assert main(["sample", run, "-n", "2", "--seed", "1", "--out", f"s3://{s3_bucket}/samples"]) == 0
@@ -194,19 +188,19 @@ def renderer_checkpoint(tmp_path: Path) -> str:
     (["export", "{run}", "{run}"], "already exists"),
     (["embed", "{run}", "-n", "0", "--logdir", "{out}/tb"], "at least one piece"),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(argv, message, run_dir, pieces, tmp_path, capsys):
+def test_bad_input_is_one_line_and_writes_nothing(argv, message, learned_run, pieces, tmp_path, capsys):
     (tmp_path / "wide.txt").write_text("x" * 17 + "\n")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     out = tmp_path / "out"
-    names = {"renderer": renderer_checkpoint(tmp_path), "missing": str(tmp_path / "missing"), "run": run_dir,
+    names = {"renderer": renderer_checkpoint(tmp_path), "missing": str(tmp_path / "missing"), "run": learned_run,
              "out": str(out), "a": pieces[0], "b": pieces[1], "wide": str(tmp_path / "wide.txt"),
              "latin1": str(tmp_path / "latin1.txt")}
-    before = sorted(Path(run_dir).rglob("*"))
+    before = sorted(Path(learned_run).rglob("*"))
     assert main([arg.format(**names) for arg in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("asciiray: error:") and message in err and "\n" not in err, err
     assert not out.exists(), "nothing half-written"
-    assert sorted(Path(run_dir).rglob("*")) == before
+    assert sorted(Path(learned_run).rglob("*")) == before
 
 
 def test_unreachable_s3_checkpoint(monkeypatch, tmp_path, capsys):
@@ -287,9 +281,9 @@ def position(status: str) -> str:
     return status.split("|")[0].replace("PAUSED", "").split("saved")[0].strip()
 
 
-def test_explorer_as_a_person_meets_it(run_dir, tmp_path):
+def test_explorer_as_a_person_meets_it(learned_run, tmp_path):
     saved = tmp_path / "saved"
-    term = Terminal([run_dir, "--seed", "1", "--frame-rate", "20", "--steps", "6", "--hold", "0.2",
+    term = Terminal([learned_run, "--seed", "1", "--frame-rate", "20", "--steps", "6", "--hold", "0.2",
                      "--save-dir", str(saved)], rows=14, cols=120, cwd=tmp_path)
     term.wait(lambda s: "step" in s[-1] or "hold" in s[-1], "status line", timeout=120)
 
@@ -324,8 +318,8 @@ def test_explorer_as_a_person_meets_it(run_dir, tmp_path):
     term.quit()
 
 
-def test_explorer_in_a_small_terminal_says_so_and_adapts(run_dir, tmp_path):
-    term = Terminal([run_dir, "--seed", "2"], rows=3, cols=24, cwd=tmp_path)
+def test_explorer_in_a_small_terminal_says_so_and_adapts(learned_run, tmp_path):
+    term = Terminal([learned_run, "--seed", "2"], rows=3, cols=24, cwd=tmp_path)
     term.wait(lambda s: "too small" in " ".join(s), "the too-small message", timeout=120)
     term.resize(14, 100)
     term.wait(lambda s: "step" in s[-1] or "hold" in s[-1], "the frame and its status line")
