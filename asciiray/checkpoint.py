@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from asciiray import storage
+from asciiray import pretrained, storage
 from asciiray.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,8 @@ def latest_in(run_uri: str) -> str:
 
 def resolve(uri: str) -> str:
     """The model directory `uri` names: itself (a checkpoint or exported model), or a run's newest complete
-    checkpoint."""
+    checkpoint; `pretrained` is the model shipped in the package."""
+    uri = pretrained.resolve(uri)
     if not storage.exists(uri):
         raise UserError(f"checkpoint {uri} does not exist")
     if storage.exists(storage.join(uri, META_FILE)) or storage.exists(storage.join(uri, EXPORT_FILE)):

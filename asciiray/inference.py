@@ -127,7 +127,8 @@ class TrainedVAE:
 
     @property
     def z_dim(self) -> int:
-        return self.model.cfg.z_dim
+        """Size of the flat latent: the global z, and the latent map where the model has one."""
+        return self.model.cfg.latent_dim()
 
     @property
     def run_uri(self) -> str | None:
@@ -164,13 +165,16 @@ class TrainedVAE:
         return self.decode(self.encode(texts))
 
     def prior(self, n: int, temperature: float = 1.0, seed: int | None = None) -> torch.Tensor:
-        """n latents z ~ N(0, t^2 I), drawn on the CPU so a seed gives the same z on any device."""
+        """n latents from the prior: z ~ N(0, t^2 I), and a latent map drawn from p(map | z) with its noise
+        scaled by t too. The noise is drawn on the CPU, so a seed gives the same latents on any device."""
         check_temperature(temperature)
         if n < 1:
             raise UserError(f"n = {n}: ask for at least one sample")
         generator = torch.Generator()
         generator.manual_seed(seed) if seed is not None else generator.seed()
-        return torch.randn(n, self.z_dim, generator=generator) * temperature
+        noise = torch.randn(n, self.z_dim, generator=generator) * temperature
+        with torch.no_grad():
+            return self.model.prior_latent(noise.to(self.device)).cpu()
 
     def sample(self, n: int, temperature: float = 1.0, seed: int | None = None) -> Pieces:
         """n new pieces decoded from the prior, scaled by `temperature`."""
