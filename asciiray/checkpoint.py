@@ -48,9 +48,11 @@ class Damaged(UserError):
     """A checkpoint that is incomplete or whose files differ from its meta.json; a resumed run skips it."""
 
 
-def save_weights(directory: str | Path, model: torch.nn.Module) -> None:
-    """The model's weights as `model.safetensors` in an existing local directory."""
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+def save_weights(directory: str | Path, model: torch.nn.Module, half: bool = False) -> None:
+    """The model's weights as `model.safetensors` in an existing local directory; `half` stores floating-point
+    tensors as fp16 (half the size; loading casts them back to the model's dtype)."""
+    weights = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
+               for k, v in model.state_dict().items()}
     save_file(weights, str(Path(directory) / MODEL_FILE))
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from asciiray import charset, checkpoint, storage
+from asciiray import charset, checkpoint, embedded, storage
 from asciiray.errors import UserError
 from asciiray.models import VAE
 
@@ -131,6 +131,11 @@ class TrainedVAE:
         return self.model.cfg.latent_dim()
 
     @property
+    def corpus_uri(self) -> str | None:
+        """The corpus the model was trained on (`embedded`: this install's embedded corpus)."""
+        return embedded.resolve(self.meta.get("corpus"))
+
+    @property
     def run_uri(self) -> str | None:
         """The run directory the checkpoint belongs to (None for an exported model)."""
         return None if self.meta.get("exported") else self.uri.rstrip("/").rsplit("/", 1)[0]
@@ -201,7 +206,7 @@ class TrainedVAE:
         split, or all of them."""
         from asciiray import data
 
-        uri = self.meta.get("corpus")
+        uri = self.corpus_uri
         if not uri or not storage.exists(uri):
             raise UserError(f"the corpus of {self.uri} ({uri or 'none recorded'}) is not reachable: "
                             f"pass pieces as text files")
@@ -216,10 +221,10 @@ class TrainedVAE:
         from asciiray import data
         from asciiray.metrics import score
 
-        if not self.meta.get("corpus"):
+        if not self.corpus_uri:
             raise UserError(f"{self.uri} records no corpus to score it on")
         cfg = self.meta["config"]["data"]
-        texts = data.validation_pieces(self.meta["corpus"], self.grid, cfg["validation_prop"], n, cfg["max_pieces"])
+        texts = data.validation_pieces(self.corpus_uri, self.grid, cfg["validation_prop"], n, cfg["max_pieces"])
         codes = torch.from_numpy(self.codes(texts)).to(self.device)
         return score(self.model, codes.split(batch_size))
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from asciiray import charset, data
 from asciiray.embedded import DEFAULT_CORPUS
@@ -117,7 +118,7 @@ class Curve:
         precision = "bf16" if device.type == "cuda" else "32"
         self.cfg, job, grids = vae_setup(values, precision)
         self.precision = precision
-        self.task = LocalVAETask(job, device, grids)
+        self.task = LocalVAETask(job, device, grids.to(device))
         self.task.model_config = get_preset(self.cfg.model.preset, **model_fields)
         grid = self.task.model_config.grid
         uri, val_prop, max_pieces = self.cfg.data.corpus, self.cfg.data.validation_prop, self.cfg.data.max_pieces
@@ -163,19 +164,18 @@ class Curve:
                                                      optim.lr_warmup)
             train_step(next(batches), 0)
             done += 1
-            if done in self.points or time.monotonic() > deadline:
+            stopping = time.monotonic() > deadline
+            if done in self.points or stopping:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
-                now = time.perf_counter()
-                seconds, started = seconds + now - started, now
-                if done in self.points:
-                    self.record(model, done, seconds)
+                seconds += time.perf_counter() - started
+                self.record(model, done, seconds)
                 self.save(model, train_step, done, seconds)
                 started = time.perf_counter()
-                if time.monotonic() > deadline:
-                    return done >= self.total_steps
+                if stopping:
+                    break
         self.export(model, done)
-        return True
+        return done >= self.total_steps
 
     def record(self, model: VAE, done: int, seconds: float) -> None:
         row = {"recipe": self.name, "step": done, "samples": done * self.batch, "seconds": round(seconds, 2)}
@@ -222,46 +222,51 @@ def table(curves: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def picture(curves: dict[str, list[dict[str, Any]]], out: Path, device: torch.device, n: int) -> Path:
-    """ink_f1 against samples (log x) per recipe and split, over each recipe's reconstructions of the
-    same first `n` validation pieces."""
+def plot(curves: dict[str, list[dict[str, Any]]]) -> Image.Image:
+    """ink_f1 against samples seen (log x), one colour per recipe, solid validation, dashed training."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
-
-    from asciiray.inference import TrainedVAE
-    from asciiray.render import pairs_picture, stack_pictures
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for i, (name, rows) in enumerate(curves.items()):
-        color = f"C{i}"
         samples = [r["samples"] for r in rows]
-        ax.plot(samples, [r["val/ink_f1"] for r in rows], "-o", color=color, label=f"{name} val", markersize=3)
-        ax.plot(samples, [r["train/ink_f1"] for r in rows], "--", color=color, label=f"{name} train")
+        ax.plot(samples, [r["val/ink_f1"] for r in rows], "-o", color=f"C{i}", label=f"{name} val", markersize=3)
+        ax.plot(samples, [r["train/ink_f1"] for r in rows], "--", color=f"C{i}", label=f"{name} train")
     ax.set_xscale("log")
     ax.set_xlabel("training samples seen")
-    ax.set_ylabel("ink F1 (z = mean)")
+    ax.set_ylabel("ink F1 (z = posterior mean)")
     ax.set_ylim(0, 1)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    buffer = io.BytesIO()
     fig.tight_layout()
+    buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
-    parts = [Image.open(io.BytesIO(buffer.getvalue())).convert("L")]
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def picture(curves: dict[str, list[dict[str, Any]]], out: Path, device: torch.device, n: int) -> Path:
+    """The plot over each recipe's reconstructions of the same first `n` validation pieces."""
+    from asciiray.inference import TrainedVAE
+    from asciiray.render import pairs_picture
+
+    parts = [plot(curves)]
     for name in curves:
         ckpt = out / name / "checkpoint"
-        if not ckpt.exists():
-            continue
-        vae = TrainedVAE.load(str(ckpt), device)
-        texts = [p.text for p in vae.corpus_pieces()[:n]]
-        inputs = vae.codes(texts)
-        outputs = vae.reconstruct(texts).codes
-        parts.append(pairs_picture(inputs, outputs, [f"{name}: validation piece {i + 1}" for i in range(len(texts))]))
+        if ckpt.exists():
+            vae = TrainedVAE.load(str(ckpt), device)
+            texts = [p.text for p in vae.corpus_pieces()[:n]]
+            names = [f"{name}: validation piece {i + 1}" for i in range(len(texts))]
+            parts.append(pairs_picture(vae.codes(texts), vae.reconstruct(texts).codes, names).convert("RGB"))
+    canvas = Image.new("RGB", (max(p.width for p in parts), sum(p.height for p in parts)), "white")
+    y = 0
+    for part in parts:
+        canvas.paste(part, (0, y))
+        y += part.height
     path = out / "curves.png"
-    stack_pictures(parts).save(path)
+    canvas.save(path)
     return path
 
 
@@ -303,6 +308,7 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = True
     deadline = time.monotonic() + args.time_limit * 60 if args.time_limit else math.inf
     names = [parse_recipe(spec)[0] for spec in specs]
     if args.parallel and len(specs) > 1:

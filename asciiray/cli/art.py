@@ -99,6 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "  asciiray export runs/my-run models/cats\n"
                 "  asciiray export s3://bucket/runs/my-run s3://bucket/models/cats\n")
     x.add_argument("out", metavar="OUT", help="the directory to create, local or s3://")
+    x.add_argument("--fp16", action="store_true", help="store the weights in half precision (half the size; "
+                                                        "loading casts them back to fp32)")
 
 
 def load(args: argparse.Namespace):
@@ -231,6 +233,6 @@ def run_export(args: argparse.Namespace) -> int:
     from asciiray.export import export
 
     vae = load(args)
-    export(vae, args.out)
+    export(vae, args.out, args.fp16)
     print(f"exported {vae.uri} to {args.out}")
     return 0

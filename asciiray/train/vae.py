@@ -184,9 +184,8 @@ def check_init_from(uri: str, model_config: Any) -> str:
 
     uri = pretrained.resolve(uri)
     if not storage.exists(uri):
-        raise UserError(f"--init-from {uri} does not exist: pass a VAE checkpoint or run directory")
-    if not storage.exists(storage.join(uri, checkpoint.META_FILE)):
-        uri = checkpoint.latest_in(uri)
+        raise UserError(f"--init-from {uri} does not exist: pass a VAE checkpoint, run directory or exported model")
+    uri = checkpoint.resolve(uri)
     with checkpoint.opened(uri) as d:
         meta = checkpoint.load_meta(d)
         if meta.get("kind") != "vae":
