@@ -144,6 +144,8 @@ class Curve:
             load_adam_state(optimizer, state["optimizer"])
             done, seconds = int(state["step"]), float(state["seconds"])
             torch.manual_seed(self.cfg.optim.seed + done)
+        else:
+            self.task.initial_weights(model)  # init_from=..., e.g. pretrained
         step = TrainStep(self.task.step, model, optimizer, scaler, self.cfg.optim.grad_clip,
                          lambda: autocast_for(self.precision, self.device), self.device)
         return model, step, done, seconds
