@@ -102,7 +102,7 @@ class Budget:
             return 1.0, step, step
         rate = step / max(spent, 1e-9)  # steps per second of the whole run, start-up and validation included
         ahead = left * rate
-        gap = max(1, min(int(ahead), math.ceil(rate * CHECK_EVERY_S)))
+        gap = max(1, int(min(ahead, rate * CHECK_EVERY_S)))
         return 0.0, step + gap, self._steps_in_time(step, rate)
 
     def _steps_in_time(self, step: int, rate: float) -> int:

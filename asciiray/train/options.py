@@ -96,7 +96,7 @@ class OptimSection(Section):
             if getattr(self, name) is not None:
                 _at_least({name: getattr(self, name)}, 1)
         if self.time_budget is not None and not self.time_budget > 0:
-            raise UserError(f"--time-budget {self.time_budget} must be a positive number of minutes, e.g. 30")
+            raise UserError(f"--time-budget {self.time_budget:g} must be a positive number of minutes, e.g. 30")
         if self.learning_rate != "auto" and not self.learning_rate > 0:
             raise UserError(f"--learning-rate {self.learning_rate} must be positive, e.g. 1e-3, or auto")
         _at_least({"grad_clip": self.grad_clip}, 0)

@@ -47,6 +47,8 @@ MANAGED_PATHS = frozenset({"checkpoint.storage_path", "checkpoint.run_name", "ch
                            "resources.gpus_per_worker", "resources.use_gpu"})
 # Local paths among the training options, made absolute: a trial runs in a directory of its own.
 LOCAL_PATHS = ("data.corpus", "loss.renderer")
+# A trial's epochs when neither the base's n_epochs nor the scheduler's max_t says (train's -n default of before).
+TRIAL_EPOCHS = 10
 TOP_KEYS = ("name", "storage_path", "base", "space", "search", "scheduler", "metric", "mode", "num_samples",
             "max_concurrent", "resources", "search_seed")
 
@@ -80,8 +82,8 @@ class Scheduler:
                        choices=("asha", "none", "pbt"))
     grace_period: int = option(1, "epochs every trial runs before it can be stopped")
     reduction_factor: float = option(2.0, "keep about 1/reduction_factor of the trials at each rung")
-    max_t: int | None = option(None, "epochs of the longest trial (default: the base n_epochs; without one, it is "
-                                     "the trials' n_epochs)")
+    max_t: int | None = option(None, "epochs of the longest trial (default: the base n_epochs; a base without "
+                                     "n_epochs trains max_t epochs, or 10 without max_t)")
 
 
 @dataclass(frozen=True)
@@ -211,17 +213,16 @@ def spec_from_dict(values: dict[str, Any], source: str, default_name: str) -> Sp
 
 
 def _epoch_budget(base: TrainConfig, max_t: int | None, where: str) -> TrainConfig:
-    """The base with its trials' length in epochs (-n, else max_t): Tune compares trials epoch by epoch
-    (ASHA's rungs and max_t count epochs), so a step or time budget would end trials off its rungs."""
+    """The base with its trials' length in epochs (its n_epochs, else max_t, else TRIAL_EPOCHS): Tune compares
+    trials epoch by epoch (ASHA's rungs and max_t count epochs), so a step or time budget would end trials
+    off its rungs."""
     optim = base.optim
     if optim.max_steps is not None or optim.time_budget is not None:
         raise UserError(f"{where}: max_steps and time_budget cannot budget tune trials (Tune compares them epoch by "
                         f"epoch): give n_epochs instead")
     if optim.n_epochs is not None:
         return base
-    if max_t is None:
-        raise UserError(f"{where}: give n_epochs, the epochs of each trial (or the scheduler's max_t)")
-    return config.replace(base, n_epochs=max_t)
+    return config.replace(base, n_epochs=max_t or TRIAL_EPOCHS)
 
 
 def _base(value: Any, resources: Resources, where: str) -> tuple[TrainConfig, dict[str, Any]]:
