@@ -58,7 +58,7 @@ class Budget:
         self.next_check = step + 1
         self.estimate = self.cap or step + steps_per_epoch
         if minutes is not None and step and spent_s:
-            self.estimate = self._steps_in_time(step, step / spent_s)
+            self.estimate = self._steps_in_time(step, step / spent_s, spent_s)
         meta = {"epoch": epoch, "step": step, "train_s": spent_s}
         self.ended = reached(self, meta) is not None
 
@@ -103,11 +103,12 @@ class Budget:
         rate = step / max(spent, 1e-9)  # steps per second of the whole run, start-up and validation included
         ahead = left * rate
         gap = max(1, int(min(ahead, rate * CHECK_EVERY_S)))
-        return 0.0, step + gap, self._steps_in_time(step, rate)
+        return 0.0, step + gap, self._steps_in_time(step, rate, spent)
 
-    def _steps_in_time(self, step: int, rate: float) -> int:
-        """The run's steps if it goes on at `rate` steps/s until its minutes are spent (within any other cap)."""
-        total = step + math.ceil(max(0.0, self.minutes * 60 - self.spent_s()) * rate)
+    def _steps_in_time(self, step: int, rate: float, spent: float) -> int:
+        """The run's steps if, `spent` seconds in, it goes on at `rate` steps/s until its minutes are spent
+        (within any other cap)."""
+        total = step + math.ceil(max(0.0, self.minutes * 60 - spent) * rate)
         return max(step + 1, min(total, self.cap) if self.cap is not None else total)
 
     @property

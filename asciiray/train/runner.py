@@ -68,6 +68,8 @@ def prepare(cfg: C, kind: str, check: Callable[[C], int],
     if cfg.checkpoint.resume:
         cfg = _restore(cfg, kind, uri, stored_uri, explicit)
         _check_budget_left(cfg, uri)
+        if BUDGET_PATHS & explicit:  # the new budget is the one a later --resume trains toward
+            write_record(cfg, kind)
         return cfg, _plan(cfg, check(cfg))
     if storage.exists(stored_uri):
         raise UserError(f"run {uri} already exists: pass --resume to continue it or choose another --run-name")
