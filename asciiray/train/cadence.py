@@ -20,9 +20,10 @@ time cadence:
   ranked by figures of its own weights.
 
 The last epoch always validates and checkpoints: the last of -n, or the one
-a step or time budget cuts short (`ends_run`, asciiray.train.budget). Every rank must take the same decisions:
-the step cadences are the same everywhere, and the loop takes rank 0's
-answer to `checkpoint_due` (a clock) for all ranks.
+a step or time budget cuts short (`ends_run`, asciiray.train.budget). Every
+rank must take the same decisions: the step cadences are the same
+everywhere, and the loop takes rank 0's answer to `checkpoint_due` (a clock)
+for all ranks.
 """
 
 from __future__ import annotations
