@@ -19,7 +19,6 @@ from asciiray.config import Section, option, section
 from asciiray.errors import UserError
 
 VAE_PRESETS = Literal["seed", "small", "tiny"]
-
 RENDERER_PRESETS = Literal["default", "tiny"]
 
 # `asciiray train`'s budget when none is given: what 10 epochs of the default run cost (3,000 embedded pieces,
