@@ -13,8 +13,8 @@ EXAMPLES = """examples:
   asciiray train --storage-path s3://bucket/runs --run-name cats
   asciiray train --storage-path s3://bucket/runs --run-name cats --resume
   asciiray train --init-from s3://bucket/runs/cats --gumbel-tau-r 0.2 -b 128   # a new run from cats' weights
-  asciiray train --max-steps 5000                          # a budget in optimizer steps
-  asciiray train --time-budget 60 --run-name long          # an hour of training; later, with --resume, another:
+  asciiray train --max-steps 5000                         # a budget in optimizer steps
+  asciiray train --time-budget 60 --run-name long         # an hour of training; then one more:
   asciiray train --time-budget 120 --run-name long --resume
   asciiray train -n 20 --swa-start 15 --swa-lr 5e-4       # average the weights of the last 5 epochs
   asciiray train --learning-rate auto                     # lr-find first, then train with its suggestion
