@@ -104,12 +104,13 @@ def test_step_window_sums_without_a_host_sync_and_reads_at_its_point(tmp_path):
 
 def test_progress_line_before_any_validation_and_after_a_step_validation():
     m = {"epoch": 1, "train/loss": 2.5, "samples_per_s": 10.0, "skipped_steps": 0}
-    assert "train: loss 2.5000  |  val: none yet" in progress_line(m, 3, ("loss", "ce"))
-    line = progress_line({**m, "val/loss": 2.0, "val_step": 6}, 3, ("loss",))
+    assert "train: loss 2.5000  |  val: none yet" in progress_line(m, "epoch 1/3", ("loss", "ce"))
+    line = progress_line({**m, "val/loss": 2.0, "val_step": 6}, "epoch 1/3", ("loss",))
     assert "val: loss 2.0000 (step 6)" in line
-    assert "val: loss 2.0000 (epoch 3)" in progress_line({**m, "epoch": 4, "val/loss": 2.0, "val_epoch": 3}, 6,
-                                                          ("loss",))
-    assert "val: loss 2.0000  |" in progress_line({**m, "epoch": 3, "val/loss": 2.0, "val_epoch": 3}, 6, ("loss",))
+    assert "val: loss 2.0000 (epoch 3)" in progress_line({**m, "epoch": 4, "val/loss": 2.0, "val_epoch": 3},
+                                                          "epoch 4/6", ("loss",))
+    assert "val: loss 2.0000  |" in progress_line({**m, "epoch": 3, "val/loss": 2.0, "val_epoch": 3}, "epoch 3/6",
+                                                 ("loss",))
 
 
 def scalars(tensorboard: Path) -> dict[str, dict[int, float]]:

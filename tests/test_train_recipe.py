@@ -34,7 +34,7 @@ def one_line_error(argv: list[str], capsys) -> str:
 
 @pytest.mark.parametrize("flags, message", [
     (["--swa-start", "4", "-n", "4"], "--swa-start 4 must be at least 0 and below --n-epochs 4"),
-    (["--swa-start", "1", "--swa-lr", "0"], "--swa-lr 0.0 must be positive"),
+    (["--swa-start", "1", "-n", "4", "--swa-lr", "0"], "--swa-lr 0.0 must be positive"),
     (["--learning-rate", "-0.1"], "--learning-rate -0.1 must be positive"),
     (["--learning-rate", "fast"], "or one of auto"),
 ])

@@ -243,6 +243,19 @@ def test_spec_keys_flat_dotted_or_by_section(base, space, tmp_path, monkeypatch)
     assert spec_from_dict(spec.to_dict(), source="stored", default_name="x") == spec, "stored spec reads back"
 
 
+@pytest.mark.parametrize("base, scheduler, epochs", [
+    ({"preset": "tiny"}, {"type": "asha"}, 10),
+    ({"preset": "tiny"}, {"type": "asha", "max_t": 3}, 3),
+    ({"preset": "tiny", "n_epochs": 4}, {"type": "asha", "max_t": 3}, 4),
+])
+def test_trials_are_budgeted_in_epochs(base, scheduler, epochs):
+    from asciiray.tune.spec import spec_from_dict
+
+    spec = spec_from_dict({"base": base, "space": GOOD_SPACE, "scheduler": scheduler}, source="s", default_name="s")
+    assert spec.base.optim.n_epochs == epochs and spec.base.optim.max_steps is None
+    assert spec.max_t == scheduler.get("max_t", epochs)
+
+
 BAD_SPECS = [
     ({"schedular": "asha"}, "unknown key 'schedular'"),
     ({"base": {**BASE, "kl_coef": 0.1}}, "unknown key 'kl_coef'"),
@@ -254,6 +267,9 @@ BAD_SPECS = [
     ({"space": {"n_epochs": {"type": "randint", "low": 1, "high": 4}}}, "cannot be searched"),
     ({"space": {"optim.n_epochs": {"type": "randint", "low": 1, "high": 4}}}, "cannot be searched"),
     ({"space": {"keep_checkpoints": {"type": "choice", "values": [1, 2]}}}, "cannot be searched"),
+    ({"space": {"max_steps": {"type": "randint", "low": 10, "high": 40}}}, "cannot be searched"),
+    ({"base": {**BASE, "max_steps": 50}}, "max_steps and time_budget cannot budget tune trials"),
+    ({"base": {**BASE, "time_budget": 5}}, "give n_epochs instead"),
     ({"space": {"resources.threads": {"type": "choice", "values": [1, 2]}}}, "cannot be searched"),
     ({"space": {"kl_coeff": {"type": "loguniform", "low": 1e-2, "high": 1e-5}}}, "must be below high"),
     ({"space": {"kl_coeff": {"type": "loguniform", "low": 0.0, "high": 1e-2}}}, "0 < low"),

@@ -13,6 +13,9 @@ EXAMPLES = """examples:
   asciiray train --storage-path s3://bucket/runs --run-name cats
   asciiray train --storage-path s3://bucket/runs --run-name cats --resume
   asciiray train --init-from s3://bucket/runs/cats --gumbel-tau-r 0.2 -b 128   # a new run from cats' weights
+  asciiray train --max-steps 5000                         # a budget in optimizer steps
+  asciiray train --time-budget 60 --run-name long         # an hour of training; then one more:
+  asciiray train --time-budget 120 --run-name long --resume
   asciiray train -n 20 --swa-start 15 --swa-lr 5e-4       # average the weights of the last 5 epochs
   asciiray train --learning-rate auto                     # lr-find first, then train with its suggestion
 """
@@ -24,12 +27,13 @@ LR_FIND_EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from asciiray.train.options import TrainConfig
+    from asciiray.train.options import DEFAULT_MAX_STEPS, TrainConfig
 
     add_training_parser(sub, "train", TrainConfig, run_train, EXAMPLES, help="train the VAE with Ray Train",
                         description="Train the ASCII-art VAE on Ray Train (DDP, mixed precision, checkpoints "
                                     "in a local directory or S3). With no options it trains the small preset "
-                                    "on 3,000 pieces of the embedded FIGlet corpus in a few minutes on a CPU.")
+                                    "on 3,000 pieces of the embedded FIGlet corpus for "
+                                    f"{DEFAULT_MAX_STEPS} steps, a few minutes on a CPU.")
 
     p = add_training_parser(
         sub, "lr-find", TrainConfig, run_lr_find, LR_FIND_EXAMPLES, help="learning-rate range test of a VAE run",
@@ -84,7 +88,7 @@ def run_train(args: argparse.Namespace) -> int:
     if result is None:
         return 1
     m = result.metrics
-    print(f"\ndone: {m['epoch']} epochs, val loss {m['val/loss']:.4f}, char_acc {m['val/char_acc']:.3f}, "
+    print(f"\ndone: {m['epoch']} epochs, {m['step']} steps, val loss {m['val/loss']:.4f}, char_acc {m['val/char_acc']:.3f}, "
           f"ink_f1 {m['val/ink_f1']:.3f} (precision {m['val/ink_precision']:.3f}, recall {m['val/ink_recall']:.3f}), "
           f"ink_ratio {m['val/ink_ratio']:.2f}, near_collapse {m['val/near_collapse']:.3f}, "
           f"space_collapse {m['val/space_collapse']:.3f}")

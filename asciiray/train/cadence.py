@@ -19,9 +19,11 @@ time cadence:
   N-th epoch end only, and checkpoint only there, so every checkpoint is
   ranked by figures of its own weights.
 
-The last epoch always checkpoints. Every rank must take the same decisions:
-the step cadences are the same everywhere, and the loop takes rank 0's
-answer to `checkpoint_due` (a clock) for all ranks.
+The last epoch always validates and checkpoints: the last of -n, or the one
+a step or time budget cuts short (`ends_run`, asciiray.train.budget). Every
+rank must take the same decisions: the step cadences are the same
+everywhere, and the loop takes rank 0's answer to `checkpoint_due` (a clock)
+for all ranks.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Callable
 class Cadence:
     """The loop's cadence points, from plain option values (None: off, the epoch cadence)."""
 
-    def __init__(self, n_epochs: int, checkpoint_every: int = 1, checkpoint_every_minutes: float | None = None,
+    def __init__(self, n_epochs: int | None, checkpoint_every: int = 1, checkpoint_every_minutes: float | None = None,
                  val_every_steps: int | None = None, log_every_steps: int | None = None,
                  validation_every: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
         self.n_epochs, self.checkpoint_every, self.minutes = n_epochs, checkpoint_every, checkpoint_every_minutes
@@ -41,6 +43,15 @@ class Cadence:
         self.val_every_steps, self.log_every_steps, self.clock = val_every_steps, log_every_steps, clock
         self.last_checkpoint = clock()
         self.validated_at: int | None = None
+        self.ending = False
+
+    def ends_run(self) -> None:
+        """The run's budget ends it in this epoch, which becomes its last."""
+        self.ending = True
+
+    def last_epoch(self, epoch: int) -> bool:
+        """Whether epoch `epoch` (0-based) is the run's last: the last of n_epochs, or the one a budget ends."""
+        return self.ending or epoch + 1 == self.n_epochs
 
     def validates_after(self, step: int) -> bool:
         """Whether to validate after global step `step` (counted from 1), inside an epoch."""
@@ -52,7 +63,7 @@ class Cadence:
 
     def checkpoint_due(self, epoch: int) -> bool:
         """Whether the end of epoch `epoch` (0-based) writes a checkpoint."""
-        if epoch + 1 == self.n_epochs:
+        if self.last_epoch(epoch):
             return True
         if (epoch + 1) % self.validation_every:
             return False
@@ -69,7 +80,7 @@ class Cadence:
         `validation_every`-th epoch and the last; with a step cadence, only where it checkpoints and its last
         step has not just been validated."""
         if self.val_every_steps is None:
-            return (epoch + 1) % self.validation_every == 0 or epoch + 1 == self.n_epochs
+            return (epoch + 1) % self.validation_every == 0 or self.last_epoch(epoch)
         return checkpointing and self.validated_at != step
 
     def validated(self, step: int) -> None:

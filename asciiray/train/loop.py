@@ -27,6 +27,7 @@ import torch.distributed as dist
 from asciiray import checkpoint, storage
 from asciiray.train import checkpoint as train_checkpoint
 from asciiray.train import schedule
+from asciiray.train.budget import Budget, rank0_values
 from asciiray.train.cadence import Cadence
 from asciiray.train.job import STOP_FILE, Job, per_worker_batch
 from asciiray.train.step import TimedBatches, TrainStep, load_adam_state, make_adam
@@ -124,8 +125,8 @@ class Sums:
 class EpochProgress:
     """Rank 0's progress inside a long epoch, at a steady rate: steps done, samples/s, time left."""
 
-    def __init__(self, every_s: float, epoch: int, n_epochs: int, steps: int, enabled: bool) -> None:
-        self.every_s, self.epoch, self.n_epochs, self.steps, self.enabled = every_s, epoch, n_epochs, steps, enabled
+    def __init__(self, every_s: float, label: str, steps: int, enabled: bool) -> None:
+        self.every_s, self.label, self.steps, self.enabled = every_s, label, steps, enabled
         self.started = self.last = time.perf_counter()
 
     def tick(self, done: int, samples: int) -> None:
@@ -136,8 +137,8 @@ class EpochProgress:
         self.last = now
         elapsed = now - self.started
         left = elapsed / done * max(0, self.steps - done)
-        log.info("epoch %d/%d  step %d/%d  %.0f samples/s  about %s left in the epoch", self.epoch + 1,
-                 self.n_epochs, done, self.steps, samples / elapsed, _duration(left))
+        log.info("epoch %s  step %d/%d  %.0f samples/s  about %s left in the epoch", self.label, done, self.steps,
+                 samples / elapsed, _duration(left))
 
 
 def _duration(seconds: float) -> str:
@@ -244,23 +245,24 @@ def run(task_cls: type[Task], job: Job) -> None:
                            lambda: autocast_for(precision, device), device)
     # Ray's equal split gives each worker train // world pieces; the last batch may be short.
     steps_per_epoch = max(1, -(-(job.plan.train // world) // per_worker_batch(cfg, world)))
-    total_steps = steps_per_epoch * n_epochs  # the learning-rate schedule's length
+    budget = Budget.of_run(cfg.optim, meta, steps_per_epoch, rank0_values(device))
     cadence = Cadence(n_epochs, cfg.checkpoint.checkpoint_every, cfg.checkpoint.checkpoint_every_minutes,
                       cfg.log.val_every_steps, cfg.log.log_every_steps, cfg.log.validation_every)
     latest_val: dict[str, float] = {}  # the latest validation's figures, which an epoch's metrics carry
-    for epoch in range(meta["epoch"], n_epochs):
+    for epoch in budget.epochs(meta["epoch"]):
         started = time.perf_counter()
         if swa:
             swa.begin_epoch(epoch)
         model.train()
         train_sums, samples, first_step = Sums(), 0, step
         window = StepWindow(cadence.log_every_steps)
-        progress = EpochProgress(cfg.log.progress_every_s, epoch, n_epochs, steps_per_epoch, rank == 0)
+        progress = EpochProgress(cfg.log.progress_every_s, budget.epoch_label(epoch + 1),
+                                 budget.epoch_steps(step, steps_per_epoch), rank == 0)
         batches = TimedBatches(task.batches("train", epoch))
         for batch in batches:
             if not (swa and epoch >= swa.start):  # SWA epochs follow SWALR's rate instead
                 for group in optimizer.param_groups:
-                    group["lr"] = schedule.learning_rate(cfg.optim.learning_rate, step, total_steps,
+                    group["lr"] = schedule.learning_rate(cfg.optim.learning_rate, step, budget.schedule_steps,
                                                          cfg.optim.lr_schedule, cfg.optim.lr_warmup)
             stats = train_step(batch, epoch)
             train_sums.add(stats)
@@ -278,6 +280,9 @@ def run(task_cls: type[Task], job: Job) -> None:
                 events.scalars({k.replace("val/", "val_step/"): v for k, v in latest_val.items()
                                 if k.startswith("val/")}, step)
                 model.train()
+            if budget.stops_after(step):  # the epoch is cut short here and becomes the run's last
+                cadence.ends_run()
+                break
         elapsed = time.perf_counter() - started
         # The epoch end is the cadence point where the step's on-device counters are read,
         # so a run of non-finite steps stops the run here rather than mid-epoch.
@@ -309,11 +314,11 @@ def run(task_cls: type[Task], job: Job) -> None:
         text = None
         if rank == 0:
             events.scalars({k: v for k, v in metrics.items() if k not in ("epoch", "step")}, epoch + 1)
-            if (epoch + 1) % cfg.log.print_every == 0 or epoch + 1 == n_epochs:
+            if (epoch + 1) % cfg.log.print_every == 0 or cadence.last_epoch(epoch):
                 text = task.show(kept, events.writer, epoch + 1)
             if keep:  # an S3 run re-uploads its event files: at the checkpoint cadence
                 events.sync()
-            log.info("%s", progress_line(metrics, n_epochs, task.shown_metrics))
+            log.info("%s", progress_line(metrics, budget.where(epoch + 1, step), task.shown_metrics))
             if text:
                 log.info("%s", text)
         if not keep:
@@ -323,6 +328,7 @@ def run(task_cls: type[Task], job: Job) -> None:
             ckpt = None
             if rank == 0:
                 train_checkpoint.save(tmp, kept, {**task.meta(), "epoch": epoch + 1, "step": step,
+                                                  "train_s": budget.spent_s(),
                                                   "history": history, "metrics": metrics},
                                       {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                                        **({"swa": swa.state_dict(bare)} if swa else {})})
@@ -384,8 +390,9 @@ def report_stop(run_uri: str, epoch: int, rank: int, reason: str) -> None:
     ray.train.report({"epoch": epoch + 1, "stopped": reason})
 
 
-def progress_line(m: dict[str, Any], n_epochs: int, shown: tuple[str, ...]) -> str:
-    """One line per epoch: the task's declared metrics, train then validation, and the throughput."""
+def progress_line(m: dict[str, Any], where: str, shown: tuple[str, ...]) -> str:
+    """One line per epoch: where the run stands (Budget.where), the task's declared metrics, train then
+    validation, and the throughput."""
     keys = [k for k in shown if f"val/{k}" in m] or [k for k in shown if f"train/{k}" in m]
     train = " ".join(f"{k} {m[f'train/{k}']:.4f}" for k in keys if f"train/{k}" in m)
     val = " ".join(f"{k} {m[f'val/{k}']:.4f}" for k in keys if f"val/{k}" in m) or "none yet"
@@ -393,6 +400,6 @@ def progress_line(m: dict[str, Any], n_epochs: int, shown: tuple[str, ...]) -> s
         val += f" (step {m['val_step']})"
     elif m.get("val_epoch", m["epoch"]) != m["epoch"]:  # --validation-every: the latest validation's epoch
         val += f" (epoch {m['val_epoch']})"
-    return (f"epoch {m['epoch']}/{n_epochs}  train: {train}  |  val: {val}  |  "
+    return (f"{where}  train: {train}  |  val: {val}  |  "
             f"{m['samples_per_s']:.0f} samples/s, data wait {m.get('data_wait', 0.0):.0%}"
             + (f", {m['skipped_steps']} skipped" if m["skipped_steps"] else ""))

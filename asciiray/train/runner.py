@@ -19,7 +19,7 @@ from asciiray import config, corpus, data, storage
 from asciiray.errors import UserError
 from asciiray.runtime import ensure_ray
 from asciiray.train.job import RUN_FILE, RUN_FILE_VERSION, STOP_FILE, Job, run_uri
-from asciiray.train.options import RunConfig, from_legacy, is_runtime
+from asciiray.train.options import BUDGET_PATHS, RunConfig, from_legacy, is_runtime
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,9 @@ def prepare(cfg: C, kind: str, check: Callable[[C], int],
     """Name the run, resolve and plan its corpus, and for --resume restore its stored config; fail early.
 
     The corpus and piece count are stored resolved (`data.source`); a folder of raw pieces is built into
-    a corpus inside the run first. A resumed run keeps the config it was started with, except where and
-    on how much it runs (options.is_runtime) and its epoch count, which an explicit --n-epochs may raise.
+    a corpus inside the run first, and so is its budget (the command's default when it names none). A
+    resumed run keeps the config it was started with, except where and on how much it runs
+    (options.is_runtime) and the parts of its budget given explicitly; one whose budget is spent is refused.
     `check` sees the config the run will use (the stored one, when resuming), checks what only the model
     knows and returns its grid side; the corpus is planned for that grid. All of it happens before a new
     run is recorded, so a bad option fails in one line and leaves nothing behind.
@@ -66,9 +67,13 @@ def prepare(cfg: C, kind: str, check: Callable[[C], int],
     stored_uri = storage.join(uri, RUN_FILE)
     if cfg.checkpoint.resume:
         cfg = _restore(cfg, kind, uri, stored_uri, explicit)
+        _check_budget_left(cfg, uri)
+        if BUDGET_PATHS & explicit:  # the new budget is the one a later --resume trains toward
+            write_record(cfg, kind)
         return cfg, _plan(cfg, check(cfg))
     if storage.exists(stored_uri):
         raise UserError(f"run {uri} already exists: pass --resume to continue it or choose another --run-name")
+    cfg = cfg.budgeted()
     grid = check(cfg)
     fresh = not storage.exists(uri)
     try:
@@ -107,7 +112,7 @@ def _build_corpus(raw: str, out: str) -> str:
 
 
 def _restore(cfg: C, kind: str, uri: str, stored_uri: str, explicit: set[str]) -> C:
-    """The stored config of the run at `uri`, with this invocation's runtime settings (and a raised -n)."""
+    """The stored config of the run at `uri`, with this invocation's runtime settings and explicit budget."""
     if not storage.exists(stored_uri):
         raise UserError(f"no run to resume at {uri}: check --storage-path and --run-name")
     try:
@@ -130,16 +135,30 @@ def _restore(cfg: C, kind: str, uri: str, stored_uri: str, explicit: set[str]) -
     now = config.to_dict(cfg)
     before = config.to_dict(previous)
     for path in sorted(explicit):
-        if is_runtime(path) or path == "optim.n_epochs":
+        if is_runtime(path) or path in BUDGET_PATHS:
             continue
         name, key = path.split(".")
         if now[name][key] != before[name][key]:
             raise UserError(f"run {cfg.checkpoint.run_name} was started with {key}={before[name][key]!r}; a "
                             f"resumed run keeps its config (drop --{key.replace('_', '-')} or start a new run)")
     runtime = {path: now[path.split(".")[0]][path.split(".")[1]] for path in _paths(cfg) if is_runtime(path)}
-    if "optim.n_epochs" in explicit:
-        runtime["optim.n_epochs"] = cfg.optim.n_epochs
+    runtime.update({path: now["optim"][path.split(".")[1]] for path in BUDGET_PATHS & explicit})
     return config.build(type(cfg), runtime, source="flags", base=previous)
+
+
+def _check_budget_left(cfg: RunConfig, uri: str) -> None:
+    """Refuse to resume a run whose latest checkpoint has spent its budget: there is nothing left to train."""
+    from asciiray import checkpoint
+    from asciiray.train.budget import reached
+
+    candidates = checkpoint.checkpoints_in(uri)
+    if not candidates:
+        return
+    with checkpoint.first_complete(candidates, f"run {uri}", announce=False) as (_, directory):
+        spent = reached(cfg.optim, checkpoint.load_meta(directory))
+    if spent:
+        raise UserError(f"run {cfg.checkpoint.run_name} has trained its budget of {spent}: pass a larger one with "
+                        f"--resume (-n, --max-steps or --time-budget) to train on")
 
 
 def _paths(cfg: RunConfig) -> list[str]:

@@ -23,7 +23,7 @@ from typing import Any
 from asciiray import config, storage
 from asciiray.config import option
 from asciiray.errors import UserError
-from asciiray.train.options import TrainConfig, is_runtime
+from asciiray.train.options import BUDGET_PATHS, TrainConfig, is_runtime
 
 # The experiment's layout in its directory <storage_path>/<name>: the spec, then one training run per trial.
 SPEC_FILE = "asciiray-tune.json"
@@ -47,13 +47,15 @@ MANAGED_PATHS = frozenset({"checkpoint.storage_path", "checkpoint.run_name", "ch
                            "resources.gpus_per_worker", "resources.use_gpu"})
 # Local paths among the training options, made absolute: a trial runs in a directory of its own.
 LOCAL_PATHS = ("data.corpus", "loss.renderer")
+# A trial's epochs when neither the base's n_epochs nor the scheduler's max_t says (train's -n default of before).
+TRIAL_EPOCHS = 10
 TOP_KEYS = ("name", "storage_path", "base", "space", "search", "scheduler", "metric", "mode", "num_samples",
             "max_concurrent", "resources", "search_seed")
 
 
 def searchable(path: str) -> bool:
     """False for what sets where, on how much or how long a trial runs (the scheduler owns the length)."""
-    return not (is_runtime(path) or path == "optim.n_epochs" or path.startswith("checkpoint."))
+    return not (is_runtime(path) or path in BUDGET_PATHS or path.startswith("checkpoint."))
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ class Scheduler:
                        choices=("asha", "none", "pbt"))
     grace_period: int = option(1, "epochs every trial runs before it can be stopped")
     reduction_factor: float = option(2.0, "keep about 1/reduction_factor of the trials at each rung")
-    max_t: int | None = option(None, "epochs of the longest trial (default: the base n_epochs)")
+    max_t: int | None = option(None, "epochs of the longest trial (default: the base n_epochs; a base without "
+                                     "n_epochs trains max_t epochs, or 10 without max_t)")
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,11 @@ def spec_from_dict(values: dict[str, Any], source: str, default_name: str) -> Sp
     resources = _section(Resources, values.get("resources") or {}, f"{source}: resources")
     if resources.num_workers < 1 or resources.cpus_per_worker <= 0 or resources.gpus_per_worker < 0:
         raise UserError(f"{source}: resources need num_workers >= 1, cpus_per_worker > 0 and gpus_per_worker >= 0")
+    scheduler = _section(Scheduler, values.get("scheduler", "asha"), f"{source}: scheduler")
+    if scheduler.max_t == 0:  # spec files of before said 0 for "the base n_epochs"
+        scheduler = dataclasses.replace(scheduler, max_t=None)
     base, given = _base(values.get("base"), resources, f"{source}: base")
+    base = _epoch_budget(base, scheduler.max_t, f"{source}: base")
     space = _space(values.get("space"), base, given, source)
 
     search = str(values.get("search", "random"))
@@ -181,9 +188,6 @@ def spec_from_dict(values: dict[str, Any], source: str, default_name: str) -> Sp
     if mode not in ("min", "max"):
         raise UserError(f"{source}: mode '{mode}' must be min or max")
 
-    scheduler = _section(Scheduler, values.get("scheduler", "asha"), f"{source}: scheduler")
-    if scheduler.max_t == 0:  # spec files of before said 0 for "the base n_epochs"
-        scheduler = dataclasses.replace(scheduler, max_t=None)
     if scheduler.type == "pbt":
         raise UserError(f"{source}: scheduler: pbt is not supported: a trial keeps its checkpoints in its own "
                         f"training run, which PBT cannot clone between trials; use asha or none")
@@ -206,6 +210,19 @@ def spec_from_dict(values: dict[str, Any], source: str, default_name: str) -> Sp
         raise UserError(f"{source}: base: validation_every {base.log.validation_every} leaves epochs without the "
                         f"val/ figures Tune compares trials on each epoch; leave it at 1 in a tune spec")
     return spec
+
+
+def _epoch_budget(base: TrainConfig, max_t: int | None, where: str) -> TrainConfig:
+    """The base with its trials' length in epochs (its n_epochs, else max_t, else TRIAL_EPOCHS): Tune compares
+    trials epoch by epoch (ASHA's rungs and max_t count epochs), so a step or time budget would end trials
+    off its rungs."""
+    optim = base.optim
+    if optim.max_steps is not None or optim.time_budget is not None:
+        raise UserError(f"{where}: max_steps and time_budget cannot budget tune trials (Tune compares them epoch by "
+                        f"epoch): give n_epochs instead")
+    if optim.n_epochs is not None:
+        return base
+    return config.replace(base, n_epochs=max_t or TRIAL_EPOCHS)
 
 
 def _base(value: Any, resources: Resources, where: str) -> tuple[TrainConfig, dict[str, Any]]:
