@@ -17,7 +17,7 @@ A recipe is a built-in name (RECIPES), or `NAME:key=value,key=value` with the
 run's config keys (flat, as in a config file) and `model.FIELD=JSON` for a
 field of the preset's VAEConfig:
 
-    .venv/bin/python benchmarks/learning_curve.py --samples 1000000 --out curves        # about an hour a recipe on 2 cores
+    .venv/bin/python benchmarks/learning_curve.py --samples 1000000 --out curves    # hours a recipe on 2 cores
     .venv/bin/python benchmarks/learning_curve.py --recipe default --recipe 'wide:model.decoder_channels=[32,32,32]'
     .venv/bin/python benchmarks/learning_curve.py --parallel ...                        # one process per recipe (a GPU)
     .venv/bin/python benchmarks/learning_curve.py --smoke                               # the same code in seconds

@@ -226,9 +226,9 @@ class ResourcesSection(Section):
 class VAEModelSection(Section):
     """Which VAE (the sizes live in asciiray.models.PRESETS)."""
 
-    preset: VAE_PRESETS = option("small-map", "model preset: seed (the prototype's shapes), small (CPU), small-map (small with "
-                                             "a 16x16 latent map under a learned prior p(map | z): room to draw), "
-                                             "tiny (tests)")
+    preset: VAE_PRESETS = option("small-map", "model preset: small-map (a global z and a 16x16 latent map under a "
+                                              "learned prior p(map | z): room to draw), small (z alone), seed (the "
+                                              "prototype's shapes), tiny (tests)")
     # Issue 14: a new run from another run's weights (asciiray.train.vae.check_init_from).
     init_from: str | None = option(None, "start a NEW run from the weights of this VAE checkpoint (a checkpoint or "
                                          "run directory, local or s3://) with this run's options: epoch 0, a fresh "
