@@ -13,9 +13,11 @@ Ray Train's own run state (docs/RELIABILITY.md).
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -262,8 +264,37 @@ def _delete(uri: str, directory: bool) -> None:
         raise error(uri, exc) from None
 
 
-def check_writable(uri: str) -> None:
-    """Fail early, in one line, when a storage location cannot be reached or written."""
-    probe = join(uri, ".asciiray-probe")
-    write_bytes(probe, b"ok")
-    delete_file(probe)
+def check_writable(uri: str, what: str, *, file: bool = False) -> None:
+    """Fail in one line naming `what` (the flag or key that gave `uri`), before any work starts and leaving
+    nothing behind, when `uri` cannot be written: a directory to write into or, with `file`, a file to
+    create or replace. A local path is probed where it would be created, in its nearest existing folder,
+    so a path that can never exist (/proc/x, below a file) fails as surely as a read-only one."""
+    noun = "file" if file else "directory"
+    fix = f"pass a {noun} you can write to"
+    if is_s3(uri):
+        fs, path = _filesystem(uri.rstrip("/").rsplit("/", 1)[0] if file else uri)
+        probe = path + "/.asciiray-probe"
+        try:
+            with fs.open_output_stream(probe) as f:
+                f.write(b"ok")
+            fs.delete_file(probe)
+        except OSError as exc:
+            raise UserError(f"{what} {error(uri, exc)}: {fix}") from None
+        return
+    path = Path(uri).expanduser().resolve()
+    if path.is_dir() if file else path.is_file():
+        raise UserError(f"{what} {uri} is a {'directory' if file else 'file'}: pass a {noun}")
+    try:
+        _probe_local(path.parent if file else path)
+    except OSError as exc:
+        raise UserError(f"{what} {uri} cannot be written ({exc.strerror or exc}): {fix}") from None
+
+
+def _probe_local(path: Path) -> None:
+    """Create and remove a directory in the nearest existing folder of `path`; OSError when that fails."""
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a directory")
+    os.rmdir(tempfile.mkdtemp(prefix=".asciiray-probe-", dir=existing))

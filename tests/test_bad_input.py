@@ -100,19 +100,63 @@ def test_missing_config_file(tmp_path, capsys):
     (["--learning-rate", "fast"], "--learning-rate 'fast' is invalid"),
     (["--num-workers", "0"], "--num-workers '0'"),
     (["--preset", "huge"], "--preset 'huge' is unknown"),
-    (["--renderer", "discrete"], "--renderer 'discrete'"),
+    (["--renderer", "discrete"], "--renderer 'discrete' cannot drive the image loss: use continuous"),
     (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
 ])
-def test_bad_flag(argv, needle, tmp_path, capsys):
-    assert_one_line(*run(train(tmp_path, *argv), capsys), needle)
+def test_bad_flag(argv, needle, tmp_path, monkeypatch, capsys):
+    """Refused on the driver before Ray starts: at an address where no Ray listens, a check that came after
+    joining Ray would fail about the address instead."""
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    assert_one_line(*run(train(tmp_path, "--address", "127.0.0.1:1", *argv), capsys), needle)
     nothing_written(tmp_path)
 
 
-def test_unwritable_storage_path(tmp_path, capsys):
+# --- output paths ------------------------------------------------------------------------------------
+
+# Each command's output flags, given a path that cannot be written: BAD is replaced by the path, VAE by an
+# untrained checkpoint. The check comes before any work: no model is loaded, no page requested, no Ray started.
+OUTPUTS = {
+    "scrape --out": ["scrape", "asciiart.eu", "--out", "BAD"],
+    "scrape --http-cache": ["scrape", "asciiart.eu", "--out", "FREE", "--http-cache", "BAD"],
+    "corpus build --out": ["corpus", "build", "FREE", "--out", "BAD"],
+    "train --storage-path": ["train", "--preset", "tiny", "--storage-path", "BAD"],
+    "lr-find --png": ["lr-find", "--preset", "tiny", "--png", "BAD"],
+    "tune results --csv": ["tune", "results", "FREE", "--csv", "BAD"],
+    "tune results --png": ["tune", "results", "FREE", "--png", "BAD"],
+    "reconstruct --png": ["reconstruct", "VAE", "--png", "BAD"],
+    "sample --png": ["sample", "VAE", "--png", "BAD"],
+    "sample --out": ["sample", "VAE", "--out", "BAD"],
+    "interpolate --gif": ["interpolate", "VAE", "a.txt", "b.txt", "--gif", "BAD"],
+    "interpolate --png": ["interpolate", "VAE", "a.txt", "b.txt", "--png", "BAD"],
+    "explore --save-dir": ["explore", "VAE", "--save-dir", "BAD"],
+    "embed --logdir": ["embed", "VAE", "--logdir", "BAD"],
+    "export OUT": ["export", "VAE", "BAD"],
+}
+
+
+@pytest.mark.parametrize("where", ["impossible", "below a file"])
+@pytest.mark.parametrize("name", list(OUTPUTS))
+def test_unwritable_output(name, where, checkpoints, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # had Ray been started first, the error would be about it
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    code, err = run(["train", "--preset", "tiny", "--storage-path", str(blocker / "runs")], capsys)
-    assert_one_line(code, err, str(blocker))
+    bad = "/proc/asciiray-forbidden/out" if where == "impossible" else str(blocker / "out")
+    swap = {"BAD": bad, "VAE": checkpoints["vae"], "FREE": str(tmp_path / "free")}
+    argv = [swap.get(arg, arg) for arg in OUTPUTS[name]]
+    assert_one_line(*run(argv, capsys), name.split()[-1] + " " + bad, "cannot be written", "you can write to")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"], "a refused command left something behind"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["corpus", "build", "FILE", "--out", "FILE"], "--out FILE is a file: pass a directory"),
+    (["sample", "VAE", "--png", "DIR"], "--png DIR is a directory: pass a file"),
+])
+def test_output_of_the_wrong_kind(argv, needle, checkpoints, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    swap = {"FILE": str(tmp_path / "file"), "DIR": str(tmp_path), "VAE": checkpoints["vae"]}
+    for key, value in swap.items():
+        needle = needle.replace(key, value)
+    assert_one_line(*run([swap.get(arg, arg) for arg in argv], capsys), needle)
 
 
 # --- corpora -----------------------------------------------------------------------------------------

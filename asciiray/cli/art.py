@@ -131,9 +131,20 @@ def print_pairs(pairs: list[tuple[str, str]]) -> None:
         print(pair)
 
 
+def check_outputs(args: argparse.Namespace, files: tuple[str, ...] = (), dirs: tuple[str, ...] = ()) -> None:
+    """Refuse, before a model is loaded, the output flags (by attribute name) that cannot be written."""
+    from asciiray import storage
+
+    for names, file in ((files, True), (dirs, False)):
+        for name in names:
+            if getattr(args, name):
+                storage.check_writable(getattr(args, name), f"--{name.replace('_', '-')}", file=file)
+
+
 def run_reconstruct(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"-n {args.n}: show at least one piece")
+    check_outputs(args, files=("png",))
     print_pairs(reconstruction_pairs(load(args), args.files, args.n, args.png))
     print_written([args.png] if args.png else [])
     return 0
@@ -145,6 +156,7 @@ def run_sample(args: argparse.Namespace) -> int:
     from asciiray.render import save_picture, sheet_picture
 
     check_temperature(args.temperature)
+    check_outputs(args, files=("png",), dirs=("out",))
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     pieces = load(args).sample(args.n, args.temperature, seed)
     picture = sheet_picture(pieces.codes, [f"sample {i + 1}" for i in range(args.n)]) if args.png else None
@@ -172,6 +184,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
 
     if args.frame_ms < 1:
         raise UserError(f"--frame-ms {args.frame_ms}: a frame shows for at least 1 ms")
+    check_outputs(args, files=("gif", "png"))
     vae = load(args)
     (name_a, a), (name_b, b) = vae.piece(args.a), vae.piece(args.b)
     frames = vae.interpolate(a, b, args.steps, "slerp" if args.slerp else "linear")
@@ -200,6 +213,7 @@ def run_explore(args: argparse.Namespace) -> int:
                         seed=args.seed if args.seed is not None else random.randrange(2**31), save_dir=args.save_dir)
     settings.check()
     check_temperature(args.temperature)
+    check_outputs(args, dirs=("save_dir",))
     vae = load(args)
     if args.files:
         named = [vae.piece(f) for f in args.files]
@@ -215,6 +229,7 @@ def run_explore(args: argparse.Namespace) -> int:
 def run_embed(args: argparse.Namespace) -> int:
     from asciiray.projector import default_logdir, write_projector
 
+    check_outputs(args, dirs=("logdir",))
     vae = load(args)
     logdir = args.logdir or default_logdir(vae)
     count = write_projector(vae, logdir, args.n)
@@ -223,8 +238,10 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from asciiray import storage
     from asciiray.export import export
 
+    storage.check_writable(args.out, "OUT")
     vae = load(args)
     export(vae, args.out)
     print(f"exported {vae.uri} to {args.out}")

@@ -109,10 +109,12 @@ def show_model(uri: str) -> None:
 
 
 def run_lr_find(args: argparse.Namespace) -> int:
+    from asciiray import storage
     from asciiray.train import lr_find, vae
 
     cfg = config.from_args(vae.TrainConfig, args, args.config)
     lr_find.check_range(args.min_lr, args.max_lr, args.steps)
+    storage.check_writable(args.png, "--png", file=True)
     test = vae.find_learning_rate(cfg, None, args.min_lr, args.max_lr, args.steps)
     lr_find.save_plot(test, args.png)
     ended = "the loss diverged" if test.diverged else "the ramp ended"

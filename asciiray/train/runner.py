@@ -62,7 +62,7 @@ def prepare(cfg: C, kind: str, check: Callable[[C], int],
         cfg = _replace(cfg, checkpoint={"run_name": f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"})
     cfg = _replace(cfg, checkpoint={"storage_path": storage.resolve(cfg.checkpoint.storage_path)})
     uri = uri_of(cfg)
-    storage.check_writable(cfg.checkpoint.storage_path)
+    storage.check_writable(cfg.checkpoint.storage_path, "--storage-path")
     stored_uri = storage.join(uri, RUN_FILE)
     if cfg.checkpoint.resume:
         cfg = _restore(cfg, kind, uri, stored_uri, explicit)
