@@ -344,12 +344,3 @@ def is_runtime(path: str) -> bool:
     """True for a dotted key that a resumed run may change."""
     return path in RUNTIME_PATHS or path.split(".")[0] in RUNTIME_SECTIONS
 
-
-# Sentinels of configs written before the sections: resuming such a run reads them as "unset".
-LEGACY_UNSET = {"corpus": "", "run_name": "", "address": "", "threads": 0, "crop": 0, "font_res": 0,
-                "font_zoom": 0.0, "channels": 0, "depth": -1, "max_pieces": -1}
-
-
-def from_legacy(values: dict[str, object]) -> dict[str, object]:
-    """A flat config stored by an older asciiray, its sentinels turned into None."""
-    return {k: None if k in LEGACY_UNSET and v == LEGACY_UNSET[k] else v for k, v in values.items()}
