@@ -1,6 +1,6 @@
 """Use a trained model: `reconstruct`, `sample`, `interpolate`, `explore`, `embed`, `export`.
 
-The work is done by asciiray.inference, asciiray.render, asciiray.projector and asciiray.export;
+The work is done by asciiray.inference, asciiray.pictures, asciiray.projector and asciiray.export;
 these functions parse, print and write what was asked for, once everything it needs is computed.
 """
 
@@ -107,7 +107,7 @@ def load(args: argparse.Namespace):
 def reconstruction_pairs(vae, files: list[str], n: int, png: str | None = None) -> list[tuple[str, str]]:
     """(name, input | reconstruction text) of files, or of the first n validation pieces; optionally a PNG."""
     from asciiray import charset
-    from asciiray.render import pairs_picture, save_picture
+    from asciiray.pictures import pairs_picture, save_picture
 
     if files:
         named = [vae.piece(f) for f in files]
@@ -153,7 +153,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     from asciiray import storage
     from asciiray.inference import check_temperature
-    from asciiray.render import save_picture, sheet_picture
+    from asciiray.pictures import save_picture, sheet_picture
 
     check_temperature(args.temperature)
     check_outputs(args, files=("png",), dirs=("out",))
@@ -180,7 +180,7 @@ def print_written(paths: list[str]) -> None:
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
-    from asciiray.render import frame_pictures, save_picture, strip_picture
+    from asciiray.pictures import frame_pictures, save_picture, strip_picture
 
     if args.frame_ms < 1:
         raise UserError(f"--frame-ms {args.frame_ms}: a frame shows for at least 1 ms")
