@@ -103,12 +103,25 @@ def test_missing_config_file(tmp_path, capsys):
     (["--renderer", "discrete"], "--renderer 'discrete' cannot drive the image loss: use continuous"),
     (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
 ])
-def test_bad_flag(argv, needle, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("with_config", [False, True], ids=["alone", "beside a good config file"])
+def test_bad_flag(argv, needle, with_config, tmp_path, monkeypatch, capsys):
     """Refused on the driver before Ray starts: at an address where no Ray listens, a check that came after
-    joining Ray would fail about the address instead."""
+    joining Ray would fail about the address instead. Beside a good --config file, the flag is to blame."""
     monkeypatch.setenv("RAY_ADDRESS", "")
-    assert_one_line(*run(train(tmp_path, "--address", "127.0.0.1:1", *argv), capsys), needle)
+    config = tmp_path / "good.yaml"
+    config.write_text("batch_size: 8\nloss: {kl_coeff: 0.001}\n")
+    extra = ["--config", str(config)] if with_config else []
+    code, err = run(train(tmp_path, "--address", "127.0.0.1:1", *extra, *argv), capsys)
+    assert_one_line(code, err, needle)
+    assert "good.yaml" not in err, "a flag's mistake reported as the file's"
     nothing_written(tmp_path)
+
+
+def test_a_mistake_in_the_file_is_the_files_beside_good_flags(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("batch_size: 0\n")
+    code, err = run(train(tmp_path, "--config", str(config), "--learning-rate", "0.01"), capsys)
+    assert_one_line(code, err, f"{config}: --batch-size 0 must be at least 1")
 
 
 # --- output paths ------------------------------------------------------------------------------------
