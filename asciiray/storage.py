@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -272,14 +273,7 @@ def check_writable(uri: str, what: str, *, file: bool = False) -> None:
     noun = "file" if file else "directory"
     fix = f"pass a {noun} you can write to"
     if is_s3(uri):
-        fs, path = _filesystem(uri.rstrip("/").rsplit("/", 1)[0] if file else uri)
-        probe = path + "/.asciiray-probe"
-        try:
-            with fs.open_output_stream(probe) as f:
-                f.write(b"ok")
-            fs.delete_file(probe)
-        except OSError as exc:
-            raise UserError(f"{what} {error(uri, exc)}: {fix}") from None
+        _probe_s3(uri.rstrip("/").rsplit("/", 1)[0] if file else uri, what, fix)
         return
     path = Path(uri).expanduser().resolve()
     if path.is_dir() if file else path.is_file():
@@ -288,6 +282,27 @@ def check_writable(uri: str, what: str, *, file: bool = False) -> None:
         _probe_local(path.parent if file else path)
     except OSError as exc:
         raise UserError(f"{what} {uri} cannot be written ({exc.strerror or exc}): {fix}") from None
+
+
+def _probe_s3(uri: str, what: str, fix: str) -> None:
+    """Put and delete one object under `uri`. Through boto3, with the same retries: pyarrow would leave a
+    directory marker behind in place of the deleted object (and then `export` would find OUT taken)."""
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise UserError(f"{what} {uri}: an S3 URI needs a bucket, e.g. s3://my-bucket/prefix")
+    mode, attempts = s3_retries()
+    key = "/".join(part for part in (prefix.strip("/"), f".asciiray-probe-{uuid.uuid4().hex}") if part)
+    try:
+        client = boto3.client("s3", config=botocore.config.Config(
+            retries={"mode": "standard" if mode == "adaptive" else mode, "total_max_attempts": attempts}))
+        client.put_object(Bucket=bucket, Key=key, Body=b"ok")
+        client.delete_object(Bucket=bucket, Key=key)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise UserError(f"{what} {error(uri, exc)}: {fix}") from None
 
 
 def _probe_local(path: Path) -> None:

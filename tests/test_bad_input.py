@@ -160,6 +160,14 @@ def test_unwritable_output(name, where, checkpoints, tmp_path, monkeypatch, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"], "a refused command left something behind"
 
 
+def test_an_s3_output_is_probed_without_a_trace(s3_bucket):
+    from asciiray import storage
+
+    storage.check_writable(f"s3://{s3_bucket}/new/dir", "--out")
+    storage.check_writable(f"s3://{s3_bucket}/new/dir/pairs.png", "--png", file=True)
+    assert not storage.exists(f"s3://{s3_bucket}/new"), "the probe left a directory marker behind"
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["corpus", "build", "FILE", "--out", "FILE"], "--out FILE is a file: pass a directory"),
     (["sample", "VAE", "--png", "DIR"], "--png DIR is a directory: pass a file"),
