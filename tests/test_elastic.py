@@ -1,4 +1,4 @@
-"""Elastic training (issue 16): the options it takes, and a real two-node Ray cluster whose second node is
+"""Elastic training: the options it takes, and a real two-node Ray cluster whose second node is
 lost mid-epoch while the run finishes every epoch, once each, on the node that is left.
 
 The cluster is `ray start` processes on 127.0.0.1 (tests.conftest.ray_cluster), one CPU per node, so a
