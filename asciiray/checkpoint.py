@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from asciiray import storage
+from asciiray import pretrained, storage
 from asciiray.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,11 @@ class Damaged(UserError):
     """A checkpoint that is incomplete or whose files differ from its meta.json; a resumed run skips it."""
 
 
-def save_weights(directory: str | Path, model: torch.nn.Module) -> None:
-    """The model's weights as `model.safetensors` in an existing local directory."""
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+def save_weights(directory: str | Path, model: torch.nn.Module, half: bool = False) -> None:
+    """The model's weights as `model.safetensors` in an existing local directory; `half` stores floating-point
+    tensors as fp16 (half the size; loading casts them back to the model's dtype)."""
+    weights = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
+               for k, v in model.state_dict().items()}
     save_file(weights, str(Path(directory) / MODEL_FILE))
 
 
@@ -215,7 +217,8 @@ def latest_in(run_uri: str) -> str:
 
 def resolve(uri: str) -> str:
     """The model directory `uri` names: itself (a checkpoint or exported model), or a run's newest complete
-    checkpoint."""
+    checkpoint; `pretrained` is the model shipped in the package."""
+    uri = pretrained.resolve(uri)
     if not storage.exists(uri):
         raise UserError(f"checkpoint {uri} does not exist")
     if storage.exists(storage.join(uri, META_FILE)) or storage.exists(storage.join(uri, EXPORT_FILE)):

@@ -66,9 +66,9 @@ def source(uri: str | None, max_pieces: int | None) -> tuple[str, int]:
     No corpus means the embedded one; no max_pieces means all of a given corpus but
     EMBEDDED_PIECES of the embedded one.
     """
-    from asciiray.embedded import DEFAULT_CORPUS
+    from asciiray.embedded import DEFAULT_CORPUS, resolve
 
-    uri = uri or DEFAULT_CORPUS
+    uri = resolve(uri) or DEFAULT_CORPUS
     if max_pieces is None:
         max_pieces = EMBEDDED_PIECES if uri == DEFAULT_CORPUS else 0
     return uri, max_pieces

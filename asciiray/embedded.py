@@ -17,6 +17,13 @@ from asciiray.corpus import CorpusBuilder, Limits
 log = logging.getLogger(__name__)
 
 DEFAULT_CORPUS: str = str(Path(__file__).resolve().parent / "data" / "figlet")
+# What a model made to travel (the shipped one) records as its corpus: this install's embedded corpus.
+NAME = "embedded"
+
+
+def resolve(uri: str | None) -> str | None:
+    """The embedded corpus's directory for the name `embedded`; any other URI unchanged."""
+    return DEFAULT_CORPUS if uri == NAME else uri
 
 # Short, so that most fonts fit 64 columns; mixed case, digits and names for variety.
 WORDS: tuple[str, ...] = (

@@ -75,14 +75,15 @@ print(vae.sample(1, temperature=0.8, seed=0).texts[0])
 """
 
 
-def export(vae: TrainedVAE, out: str) -> None:
-    """Write `vae` as an exported model directory at `out` (local or s3://), which must not exist yet."""
+def export(vae: TrainedVAE, out: str, half: bool = False) -> None:
+    """Write `vae` as an exported model directory at `out` (local or s3://), which must not exist yet;
+    `half`: fp16 weights."""
     if storage.exists(out):
         raise UserError(f"{out} already exists: export into a new directory")
     name = out.rstrip("/").rsplit("/", 1)[-1]
     if storage.is_s3(out):
         with tempfile.TemporaryDirectory(prefix="asciiray-export-") as tmp:
-            _write(vae, Path(tmp), name)
+            _write(vae, Path(tmp), name, half)
             storage.copy_dir(tmp, out)
         return
     target = Path(storage.resolve(out))
@@ -92,14 +93,14 @@ def export(vae: TrainedVAE, out: str) -> None:
     except OSError as exc:
         raise UserError(f"{out}: {exc.strerror}") from None
     try:
-        _write(vae, tmp, name)
+        _write(vae, tmp, name, half)
         tmp.chmod(0o755)
         os.rename(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write(vae: TrainedVAE, directory: Path, name: str) -> None:
-    checkpoint.save_weights(directory, vae.model)
+def _write(vae: TrainedVAE, directory: Path, name: str, half: bool) -> None:
+    checkpoint.save_weights(directory, vae.model, half)
     (directory / checkpoint.EXPORT_FILE).write_text(json.dumps(export_config(vae), indent=2))
     (directory / "README.md").write_text(model_card(vae, name))

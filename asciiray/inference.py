@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from asciiray import charset, checkpoint, storage
+from asciiray import charset, checkpoint, embedded, storage
 from asciiray.errors import UserError
 from asciiray.models import VAE
 
@@ -121,7 +121,13 @@ class TrainedVAE:
 
     @property
     def z_dim(self) -> int:
-        return self.model.cfg.z_dim
+        """Size of the flat latent: the global z, and the latent map where the model has one."""
+        return self.model.cfg.latent_dim()
+
+    @property
+    def corpus_uri(self) -> str | None:
+        """The corpus the model was trained on (`embedded`: this install's embedded corpus)."""
+        return embedded.resolve(self.meta.get("corpus"))
 
     @property
     def run_uri(self) -> str | None:
@@ -158,13 +164,16 @@ class TrainedVAE:
         return self.decode(self.encode(texts))
 
     def prior(self, n: int, temperature: float = 1.0, seed: int | None = None) -> torch.Tensor:
-        """n latents z ~ N(0, t^2 I), drawn on the CPU so a seed gives the same z on any device."""
+        """n latents from the prior: z ~ N(0, t^2 I), and a latent map drawn from p(map | z) with its noise
+        scaled by t too. The noise is drawn on the CPU, so a seed gives the same latents on any device."""
         check_temperature(temperature)
         if n < 1:
             raise UserError(f"n = {n}: ask for at least one sample")
         generator = torch.Generator()
         generator.manual_seed(seed) if seed is not None else generator.seed()
-        return torch.randn(n, self.z_dim, generator=generator) * temperature
+        noise = torch.randn(n, self.z_dim, generator=generator) * temperature
+        with torch.no_grad():
+            return self.model.prior_latent(noise.to(self.device)).cpu()
 
     def sample(self, n: int, temperature: float = 1.0, seed: int | None = None) -> Pieces:
         """n new pieces decoded from the prior, scaled by `temperature`."""
@@ -191,7 +200,7 @@ class TrainedVAE:
         split, or all of them."""
         from asciiray import data
 
-        uri = self.meta.get("corpus")
+        uri = self.corpus_uri
         if not uri or not storage.exists(uri):
             raise UserError(f"the corpus of {self.uri} ({uri or 'none recorded'}) is not reachable: "
                             f"pass pieces as text files")
@@ -206,10 +215,10 @@ class TrainedVAE:
         from asciiray import data
         from asciiray.metrics import score
 
-        if not self.meta.get("corpus"):
+        if not self.corpus_uri:
             raise UserError(f"{self.uri} records no corpus to score it on")
         cfg = self.meta["config"]["data"]
-        texts = data.validation_pieces(self.meta["corpus"], self.grid, cfg["validation_prop"], n, cfg["max_pieces"])
+        texts = data.validation_pieces(self.corpus_uri, self.grid, cfg["validation_prop"], n, cfg["max_pieces"])
         codes = torch.from_numpy(self.codes(texts)).to(self.device)
         return score(self.model, codes.split(batch_size))
 

@@ -163,10 +163,15 @@ def compute_losses(model_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], c
                    weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
                    renderer: Renderer | None = None, tau: float | torch.Tensor = 1.0, kl_coeff: float = 1.0,
                    ce_recon_loss_scale: float = 1.0, image_recon_loss_coeff: float = 0.0,
-                   image_kind: str = "mse") -> dict[str, torch.Tensor]:
-    """The weighted total and its terms: keys loss, kl, ce, image (image is 0 when its coefficient is)."""
+                   image_kind: str = "mse", global_dims: int | None = None,
+                   kl_map_coeff: float | None = None) -> dict[str, torch.Tensor]:
+    """The weighted total and its terms: keys loss, kl, ce, image (image is 0 when its coefficient is).
+
+    With `global_dims` (a two-level latent: the first `global_dims` entries are the global z, the
+    rest the latent map, whitened by its prior), kl is their sum and kl_z and kl_map are reported
+    too; the map's term is weighted by `kl_map_coeff` (default: kl_coeff).
+    """
     logp, mu, logvar = model_out
-    kl = kl_loss(mu, logvar)
     ce = ce_loss(logp, codes, weight, label_smoothing)
     if image_recon_loss_coeff:
         if renderer is None:
@@ -174,8 +179,17 @@ def compute_losses(model_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], c
         image = image_loss(renderer, codes, logp, tau, kind=image_kind)
     else:
         image = torch.zeros((), device=logp.device)
-    loss = kl_coeff * kl + ce_recon_loss_scale * ce + image_recon_loss_coeff * image
-    return {"loss": loss, "kl": kl, "ce": ce, "image": image}
+    terms = {"ce": ce, "image": image}
+    if global_dims is not None and global_dims < mu.shape[1]:
+        terms["kl_z"] = kl_loss(mu[:, :global_dims], logvar[:, :global_dims])
+        terms["kl_map"] = kl_loss(mu[:, global_dims:], logvar[:, global_dims:])
+        terms["kl"] = terms["kl_z"] + terms["kl_map"]
+        map_coeff = kl_coeff if kl_map_coeff is None else kl_map_coeff
+        kl_term = kl_coeff * terms["kl_z"] + map_coeff * terms["kl_map"]
+    else:
+        terms["kl"] = kl_loss(mu, logvar)
+        kl_term = kl_coeff * terms["kl"]
+    return {"loss": kl_term + ce_recon_loss_scale * ce + image_recon_loss_coeff * image, **terms}
 
 
 def random_roll(codes: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LEAVES = {"asciiray.charset", "asciiray.errors"}
 CORE = {"asciiray.config", "asciiray.storage", "asciiray.runtime", "asciiray.corpus", "asciiray.embedded",
         "asciiray.data", "asciiray.models", "asciiray.render", "asciiray.pictures", "asciiray.losses",
-        "asciiray.metrics", "asciiray.checkpoint"}
+        "asciiray.metrics", "asciiray.checkpoint", "asciiray.pretrained"}
 WORKFLOWS = {"asciiray.train", "asciiray.tune", "asciiray.inference", "asciiray.explore", "asciiray.export",
              "asciiray.projector", "asciiray.jobs", "scrape"}
 LAYERS = [("leaf", LEAVES), ("core", CORE), ("workflow", WORKFLOWS), ("cli", {"asciiray.cli"})]

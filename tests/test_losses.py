@@ -281,3 +281,19 @@ def test_random_roll_matches_torch_roll():
     shifts = torch.round(torch.randn(1, 2, generator=torch.Generator().manual_seed(5)) * 2.0).long()
     rolled = random_roll(codes, 2.0, generator=gen)
     assert torch.equal(rolled[0], torch.roll(codes[0], tuple(shifts[0].tolist()), (0, 1)))
+
+
+def test_two_level_kl_is_reported_in_parts_and_weighted_apart():
+    from asciiray.losses import compute_losses, kl_loss
+
+    torch.manual_seed(0)
+    logp = torch.log_softmax(torch.randn(2, 95, 4, 4), dim=1)
+    codes = torch.randint(0, 95, (2, 4, 4))
+    mu, logvar = torch.randn(2, 10), torch.randn(2, 10) * 0.1
+    terms = compute_losses((logp, mu, logvar), codes, kl_coeff=0.5, global_dims=3, kl_map_coeff=0.25)
+    assert torch.allclose(terms["kl_z"], kl_loss(mu[:, :3], logvar[:, :3]))
+    assert torch.allclose(terms["kl_map"], kl_loss(mu[:, 3:], logvar[:, 3:]))
+    assert torch.allclose(terms["kl"], kl_loss(mu, logvar))
+    assert torch.allclose(terms["loss"], 0.5 * terms["kl_z"] + 0.25 * terms["kl_map"] + terms["ce"])
+    plain = compute_losses((logp, mu, logvar), codes, kl_coeff=0.5, global_dims=10)
+    assert "kl_map" not in plain and torch.allclose(plain["loss"], 0.5 * plain["kl"] + plain["ce"])

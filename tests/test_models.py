@@ -223,7 +223,7 @@ def test_bad_config_raises_user_error(overrides, match):
 
 
 def test_unknown_preset_lists_the_presets():
-    with pytest.raises(UserError, match="seed, small, tiny"):
+    with pytest.raises(UserError, match="seed, small, small-map, tiny"):
         get_preset("huge")
 
 
@@ -281,3 +281,48 @@ def test_padded_head_takes_the_output_prior_and_rebuilds_from_its_config():
     again = VAE(VAEConfig(**dataclasses.asdict(padded.cfg)))
     again.load_state_dict(padded.state_dict())
     assert again.cfg.pad_head
+
+
+def test_latent_map_model_is_one_flat_latent():
+    """A two-level model encodes to [z, map] and decodes that flat vector; its prior draws the map from p(map | z)."""
+    cfg = get_preset("tiny", map_channels=4, map_size=8)
+    model = VAE(cfg).eval()
+    codes = torch.randint(0, 95, (3, 16, 16))
+    mu, logvar = model.encode(codes)
+    assert cfg.latent_dim() == 16 + 4 * 8 * 8 == mu.shape[1] == logvar.shape[1]
+    logp, _, _ = model(codes)
+    assert torch.allclose(logp, torch.log_softmax(model.decode(mu).float(), dim=1), atol=1e-5)
+    noise = torch.randn(2, cfg.latent_dim())
+    latent = model.prior_latent(noise)
+    assert torch.equal(latent[:, :16], noise[:, :16])
+    assert not torch.equal(latent[:, 16:], noise[:, 16:])  # placed and scaled by p(map | z)
+    assert model.sample(2).shape == (2, 95, 16, 16)
+
+
+def test_latent_map_kl_is_the_kl_to_the_conditional_prior():
+    """forward's whitened map statistics give, through the standard-normal KL, KL(q(map | x) || p(map | z))."""
+    from asciiray.losses import kl_loss
+
+    torch.manual_seed(0)
+    cfg = get_preset("tiny", map_channels=2, map_size=8)
+    model = VAE(cfg).train()
+    codes = torch.randint(0, 95, (4, 16, 16))
+    torch.manual_seed(1)
+    _, mu_w, logvar_w = model(codes)
+    torch.manual_seed(1)
+    mu, logvar = model.encode(codes)
+    z = model.reparameterize(mu, logvar)[:, :cfg.z_dim]
+    _, prior_mu, prior_logvar = model._top(z)
+    q = torch.distributions.Normal(mu[:, cfg.z_dim:], torch.exp(0.5 * logvar[:, cfg.z_dim:]))
+    p = torch.distributions.Normal(prior_mu, torch.exp(0.5 * prior_logvar))
+    expected = torch.distributions.kl_divergence(q, p).sum(1).mean()
+    assert torch.allclose(kl_loss(mu_w[:, cfg.z_dim:], logvar_w[:, cfg.z_dim:]), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"map_channels": 4, "map_size": 5}, "map_size"),
+    ({"map_channels": -1}, "map_channels"),
+])
+def test_bad_latent_map_config(overrides, match):
+    with pytest.raises(UserError, match=match):
+        get_preset("tiny", **overrides)

@@ -7,12 +7,15 @@ these functions parse, print and write what was asked for, once everything it ne
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import textwrap
 
+from asciiray import pretrained
 from asciiray.errors import UserError
 
-CHECKPOINT_HELP = "a run directory (its latest checkpoint), a checkpoint directory or an exported model; local or s3://"
+CHECKPOINT_HELP = ("a run directory (its latest checkpoint), a checkpoint directory or an exported model, local or "
+                   "s3://; or `pretrained`, the model shipped with asciiray (the default)")
 PIECE_HELP = "a text file, or the id (at least its first 6 hex digits) of a piece of the model's corpus"
 DEFAULT = " (default: %(default)s)"
 BLANK = "(blank: every cell a space)"
@@ -20,7 +23,7 @@ BLANK = "(blank: every cell a space)"
 
 def register(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
+    common.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default="pretrained", help=CHECKPOINT_HELP)
     common.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
 
     def command(name: str, func, help: str, description: str, examples: str) -> argparse.ArgumentParser:
@@ -96,6 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "  asciiray export runs/my-run models/cats\n"
                 "  asciiray export s3://bucket/runs/my-run s3://bucket/models/cats\n")
     x.add_argument("out", metavar="OUT", help="the directory to create, local or s3://")
+    x.add_argument("--fp16", action="store_true", help="store the weights in half precision (half the size; "
+                                                        "loading casts them back to fp32)")
 
 
 def load(args: argparse.Namespace):
@@ -145,6 +150,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"-n {args.n}: show at least one piece")
     check_outputs(args, files=("png",))
+    if os.path.isfile(args.checkpoint):  # `reconstruct piece.txt`: a piece for the shipped model
+        args.files, args.checkpoint = [args.checkpoint, *args.files], pretrained.NAME
     print_pairs(reconstruction_pairs(load(args), args.files, args.n, args.png))
     print_written([args.png] if args.png else [])
     return 0
@@ -243,6 +250,6 @@ def run_export(args: argparse.Namespace) -> int:
 
     storage.check_writable(args.out, "OUT")
     vae = load(args)
-    export(vae, args.out)
+    export(vae, args.out, args.fp16)
     print(f"exported {vae.uri} to {args.out}")
     return 0

@@ -5,7 +5,17 @@ then ReLU + BatchNorm) -> flatten -> linear heads for mu and a clamped
 log-variance. Decoder: linear (optionally ReLU + BatchNorm) -> C x n x n ->
 bilinear-upsample + conv blocks up to S x S -> head convs to 95 logits.
 Every size is a field of `VAEConfig`, so a checkpoint's `meta.json` rebuilds
-its model exactly (fields added later default to the shapes of before).
+its model exactly.
+
+Two-level latent (`map_channels` > 0): besides the global z, the encoder's
+feature map at `map_size` x `map_size` gives a posterior q(m | x) over a
+spatial latent map m [map_channels, map_size, map_size], and the decoder's
+features at that size, which depend on z alone, give a learned conditional
+prior p(m | z). The decoder then continues from those features and m
+together. The global z carries what a piece is (sampling and interpolation
+start there); the map carries where each stroke goes, which a vector of a few
+dozen numbers cannot hold for a 64 x 64 grid. Both are one flat latent to the
+outside world: [z, m.flatten()].
 """
 
 from __future__ import annotations
@@ -52,7 +62,11 @@ class VAEConfig:
     logvar_max: float = option(10.0, "upper clamp of the encoder's log-variance")
     init_std: float | None = option(None, "draw conv, linear and embedding weights from N(0, init_std^2) and zero "
                                           "their biases, as the prototype did (None: PyTorch's default init)")
-    # Issue 13: GPU kernels favour channel counts that are multiples of 8 or 32.
+    map_channels: int = option(0, "channels of the spatial latent map with a learned conditional prior "
+                                  "p(map | z) (0: the global z alone)")
+    map_size: int = option(16, "side of the spatial latent map: the encoder and decoder feature maps of this "
+                               "size are where it is read and joined")
+    # GPU kernels favour channel counts that are multiples of 8 or 32.
     pad_head: bool = option(False, "give the last head conv one extra output channel (96 instead of 95) that "
                                    "decode drops before anything reads the logits, which is the same as masking "
                                    "its logit to -inf: the 95 characters' probabilities are those of the "
@@ -105,6 +119,15 @@ class VAEConfig:
                       f"smaller strides or more padding")
         if self.init_std is not None and not self.init_std > 0:
             raise bad(f"init_std = {self.init_std} must be positive, or None for PyTorch's default init")
+        if self.map_channels < 0:
+            raise bad(f"map_channels = {self.map_channels} must be 0 (no latent map) or a positive count")
+        if self.map_channels:
+            if self.map_size not in self.decoder_sizes[:-1]:
+                raise bad(f"map_size = {self.map_size} must be one of the decoder's sizes before the last, "
+                          f"{self.decoder_sizes[:-1]}")
+            if self.map_size not in self.encoder_sizes():
+                raise bad(f"map_size = {self.map_size} must be one of the encoder's feature-map sizes, "
+                          f"{self.encoder_sizes()}")
         if self.logvar_min >= self.logvar_max:
             raise bad(f"logvar_min = {self.logvar_min} must be below logvar_max = {self.logvar_max}")
 
@@ -115,12 +138,21 @@ class VAEConfig:
         padding = self.encoder_padding or [self.kernel // 2] * n
         return list(zip(self.encoder_channels, strides, padding))
 
-    def encoder_size(self) -> int:
-        """Spatial side of the encoder's last feature map."""
-        size = self.grid
+    def encoder_sizes(self) -> list[int]:
+        """Spatial side of each encoder conv's feature map."""
+        sizes, size = [], self.grid
         for _, stride, pad in self.encoder_layers():
             size = (size + 2 * pad - self.kernel) // stride + 1
-        return size
+            sizes.append(size)
+        return sizes
+
+    def encoder_size(self) -> int:
+        """Spatial side of the encoder's last feature map."""
+        return self.encoder_sizes()[-1]
+
+    def latent_dim(self) -> int:
+        """Size of the flat latent [z, map]: what encode returns and decode takes."""
+        return self.z_dim + self.map_channels * self.map_size ** 2
 
 
 PRESETS: dict[str, VAEConfig] = {
@@ -138,6 +170,12 @@ PRESETS: dict[str, VAEConfig] = {
     "small": VAEConfig(z_dim=64, kernel=3, embed_dim=8, encoder_channels=[16, 32, 32, 64], decoder_start=8,
                        decoder_start_channels=16, decoder_sizes=[16, 32, 64], decoder_channels=[32, 16, 8],
                        decoder_upsample="shuffle", head_channels=[NUM_CHARS], head_kernel=1),
+    # The small preset with room to draw: a 16 x 16 x 8 latent map under a conditional prior p(map | z),
+    # and 32 channels at the grid instead of 8.
+    "small-map": VAEConfig(z_dim=64, kernel=3, embed_dim=8, encoder_channels=[16, 32, 32, 64], decoder_start=8,
+                           decoder_start_channels=16, decoder_sizes=[16, 32, 64], decoder_channels=[32, 32, 16],
+                           decoder_upsample="shuffle", head_channels=[NUM_CHARS], head_kernel=1,
+                           map_channels=8, map_size=16),
     # A 16 x 16 grid for tests.
     "tiny": VAEConfig(grid=16, z_dim=16, kernel=3, encoder_channels=[8, 16], decoder_start=4,
                       decoder_start_channels=8, decoder_sizes=[8, 16], decoder_channels=[16, 16],
@@ -179,6 +217,11 @@ class VAE(nn.Module):
         flat = channels * cfg.encoder_size() ** 2
         self.mu = nn.Linear(flat, cfg.z_dim)
         self.logvar = nn.Linear(flat, cfg.z_dim)
+        if cfg.map_channels:
+            # q(map | x) from the encoder's features at map_size (conv, ReLU, BatchNorm per layer).
+            tap = cfg.encoder_sizes().index(cfg.map_size)
+            self.encoder_tap = 3 * (tap + 1)
+            self.posterior = nn.Conv2d(cfg.encoder_channels[tap], 2 * cfg.map_channels, 1)
 
         start = cfg.decoder_start_channels * cfg.decoder_start ** 2
         norm = [nn.ReLU(), nn.BatchNorm1d(start)] if cfg.decoder_linear_norm else []
@@ -189,6 +232,8 @@ class VAE(nn.Module):
         layers = []
         channels = cfg.decoder_start_channels
         for size, out in zip(cfg.decoder_sizes, cfg.decoder_channels):
+            if cfg.map_channels and len(layers) == self._decoder_tap():
+                channels += cfg.map_channels  # the blocks below the map read the map beside the features
             if cfg.decoder_upsample == "shuffle":
                 # Sub-pixel conv: each cell of the smaller map writes its own 2 x 2 block, so the output can
                 # change from one character cell to the next (a bilinear resize smears it over several).
@@ -206,8 +251,16 @@ class VAE(nn.Module):
                                     padding=cfg.head_kernel // 2))
             channels = out
         self.decoder = nn.Sequential(*layers)
+        if cfg.map_channels:
+            # p(map | z) from the decoder's features at map_size, which depend on z alone.
+            features = cfg.decoder_channels[cfg.decoder_sizes.index(cfg.map_size)]
+            self.prior = nn.Conv2d(features, 2 * cfg.map_channels, 1)
         if cfg.init_std is not None:
             self._init_normal(cfg.init_std)
+
+    def _decoder_tap(self) -> int:
+        """Index in `decoder` after the block that makes the map_size features (4 modules per block)."""
+        return 4 * (self.cfg.decoder_sizes.index(self.cfg.map_size) + 1)
 
     def _init_normal(self, std: float) -> None:
         """The prototype's init: weights ~ N(0, std^2), biases 0; BatchNorm keeps its (1, 0)."""
@@ -239,37 +292,84 @@ class VAE(nn.Module):
             raise ValueError(f"expected integer character codes (uint8 or long), got {codes.dtype}")
 
     def encode(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, clamped log-variance) [B, z], fp32, of integer code grids [B, S, S]."""
+        """(mu, clamped log-variance) [B, latent_dim], fp32, of the flat latent [z, map] of integer code
+        grids [B, S, S]."""
         self._check(codes)
         if self.embed is None:  # the one-hot is made in the dtype the first conv runs in (no cast pass)
             device = codes.device.type
             x = one_hot(codes, torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32)
         else:
             x = self.embed(codes.long()).permute(0, 3, 1, 2)
-        h = self.encoder(x)
-        logvar = self.logvar(h).float().clamp(self.cfg.logvar_min, self.cfg.logvar_max)
-        return self.mu(h).float(), logvar
+        if not self.cfg.map_channels:
+            h = self.encoder(x)
+            logvar = self.logvar(h).float().clamp(self.cfg.logvar_min, self.cfg.logvar_max)
+            return self.mu(h).float(), logvar
+        features = self.encoder[:self.encoder_tap](x)
+        h = self.encoder[self.encoder_tap:](features)
+        map_mu, map_logvar = self.posterior(features).float().flatten(1).chunk(2, dim=1)
+        mu = torch.cat([self.mu(h).float(), map_mu], dim=1)
+        logvar = torch.cat([self.logvar(h).float(), map_logvar], dim=1)
+        return mu, logvar.clamp(self.cfg.logvar_min, self.cfg.logvar_max)
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """A sample of N(mu, exp(logvar)) that gradients flow through."""
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Character logits [B, 95, S, S] (in the autocast dtype, if any) of latents [B, z].
+    def _top(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's features at map_size from the global z [B, z_dim], and p(map | z)'s flat
+        (mu, clamped log-variance)."""
+        features = self.decoder[:self._decoder_tap()](self.expand(z).contiguous(memory_format=torch.channels_last))
+        mu, logvar = self.prior(features).float().flatten(1).chunk(2, dim=1)
+        return features, mu, logvar.clamp(self.cfg.logvar_min, self.cfg.logvar_max)
+
+    def _bottom(self, features: torch.Tensor, latent_map: torch.Tensor) -> torch.Tensor:
+        m = latent_map.view(len(latent_map), self.cfg.map_channels, self.cfg.map_size, self.cfg.map_size)
+        x = torch.cat([features, m.to(features.dtype)], dim=1).contiguous(memory_format=torch.channels_last)
+        return self.decoder[self._decoder_tap():](x)
+
+    def _logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, :NUM_CHARS] if self.cfg.pad_head else logits
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Character logits [B, 95, S, S] (in the autocast dtype, if any) of flat latents [B, latent_dim].
 
         The decoder runs channels-last, like the encoder, so the logits come out
         with their 95 characters contiguous for the softmax and the losses. A padded
         head's 96th channel is dropped here: nothing downstream can choose it.
         """
-        logits = self.decoder(self.expand(z).contiguous(memory_format=torch.channels_last))
-        return logits[:, :NUM_CHARS] if self.cfg.pad_head else logits
+        if not self.cfg.map_channels:
+            return self._logits(self.decoder(self.expand(latent).contiguous(memory_format=torch.channels_last)))
+        features, _, _ = self._top(latent[:, :self.cfg.z_dim])
+        return self._logits(self._bottom(features, latent[:, self.cfg.z_dim:]))
+
+    def prior_latent(self, noise: torch.Tensor) -> torch.Tensor:
+        """Flat latents from the prior, given standard normal noise [B, latent_dim]: z = its first z_dim
+        entries, and the map drawn from p(map | z) with the rest as its noise."""
+        if not self.cfg.map_channels:
+            return noise
+        z = noise[:, :self.cfg.z_dim]
+        _, mu, logvar = self._top(z)
+        return torch.cat([z, mu + torch.exp(0.5 * logvar) * noise[:, self.cfg.z_dim:]], dim=1)
 
     def forward(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(fp32 log-probabilities [B, 95, S, S], mu, logvar); eval mode decodes z = mu."""
+        """(fp32 log-probabilities [B, 95, S, S], mu, logvar); eval mode decodes the posterior means.
+
+        mu and logvar are those of a standard-normal KL: for the map, the posterior is
+        whitened by the prior p(map | z) at the sampled z, ((mu_q - mu_p) / sigma_p,
+        logvar_q - logvar_p), which leaves KL(q || p) = KL(N(mu, exp(logvar)) || N(0, I)).
+        """
         mu, logvar = self.encode(codes)
-        z = self.reparameterize(mu, logvar) if self.training else mu
-        return log_softmax_chars(self.decode(z)), mu, logvar
+        latent = self.reparameterize(mu, logvar) if self.training else mu
+        if not self.cfg.map_channels:
+            return log_softmax_chars(self.decode(latent)), mu, logvar
+        k = self.cfg.z_dim
+        features, prior_mu, prior_logvar = self._top(latent[:, :k])
+        logits = self._logits(self._bottom(features, latent[:, k:]))
+        map_mu = (mu[:, k:] - prior_mu) * torch.exp(-0.5 * prior_logvar)
+        map_logvar = logvar[:, k:] - prior_logvar
+        return (log_softmax_chars(logits), torch.cat([mu[:, :k], map_mu], dim=1),
+                torch.cat([logvar[:, :k], map_logvar], dim=1))
 
     @classmethod
     def from_checkpoint(cls, uri: str, device: torch.device | str = "cpu") -> VAE:
@@ -284,10 +384,10 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, device: torch.device | str | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """fp32 log-probabilities [n, 95, S, S] decoded from z ~ N(0, I); call in eval mode."""
+        """fp32 log-probabilities [n, 95, S, S] decoded from the prior; call in eval mode."""
         device = device if device is not None else next(self.parameters()).device
-        z = torch.randn(n, self.cfg.z_dim, device=device, generator=generator)
-        return log_softmax_chars(self.decode(z))
+        noise = torch.randn(n, self.cfg.latent_dim(), device=device, generator=generator)
+        return log_softmax_chars(self.decode(self.prior_latent(noise)))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -18,7 +18,7 @@ from typing import Literal
 from asciiray.config import Section, option, section
 from asciiray.errors import UserError
 
-VAE_PRESETS = Literal["seed", "small", "tiny"]
+VAE_PRESETS = Literal["seed", "small", "small-map", "tiny"]
 RENDERER_PRESETS = Literal["default", "tiny"]
 
 
@@ -202,7 +202,9 @@ class ResourcesSection(Section):
 class VAEModelSection(Section):
     """Which VAE (the sizes live in asciiray.models.PRESETS)."""
 
-    preset: VAE_PRESETS = option("small", "model preset: seed (the prototype's shapes), small (CPU), tiny (tests)")
+    preset: VAE_PRESETS = option("small-map", "model preset: seed (the prototype's shapes), small (CPU), small-map (small with "
+                                             "a 16x16 latent map under a learned prior p(map | z): room to draw), "
+                                             "tiny (tests)")
     # A new run from another run's weights (asciiray.train.vae.check_init_from), unlike --resume.
     init_from: str | None = option(None, "start a NEW run from the weights of this VAE checkpoint (a checkpoint or "
                                          "run directory, local or s3://) with this run's options: epoch 0, a fresh "
@@ -232,6 +234,9 @@ class LossSection(Section):
 
     kl_coeff: float = option(5e-4, "weight of the KL term, which is summed over z (the prototype averaged over "
                                    "z: its --kl-coeff 0.05 with z = 512 is 0.05 / 512, about 1e-4, here)")
+    kl_map_coeff: float = option(1e-5, "weight of the latent map's KL term, KL(q(map | x) || p(map | z)), summed "
+                                       "over the map, for presets with a latent map: lower than --kl-coeff, since "
+                                       "the map holds the strokes, thousands of numbers a piece")
     ce_recon_loss_scale: float = option(1.0, "weight of the cross-entropy reconstruction term")
     image_recon_loss_coeff: float = option(0.0, "weight of the rendered-image term (--image-loss; 0 turns it off: "
                                                   "on a CPU it makes a small-preset step about 2.5x slower)")

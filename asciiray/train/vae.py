@@ -24,7 +24,7 @@ CHECKPOINT_SCORE = ("val/ink_f1", "max")
 
 
 class VAETask(Task):
-    shown_metrics = ("loss", "ce", "kl", "image", "char_acc", "ink_f1", "ink_ratio", "near_collapse")
+    shown_metrics = ("loss", "ce", "kl", "kl_map", "image", "char_acc", "ink_f1", "ink_ratio", "near_collapse")
 
     def __init__(self, job: Job, device: torch.device) -> None:
         super().__init__(job, device)
@@ -87,7 +87,8 @@ class VAETask(Task):
         terms = compute_losses(out, codes, weight=self.weight, label_smoothing=loss.ce_label_smoothing,
                                renderer=self.renderer, tau=tau, kl_coeff=loss.kl_coeff,
                                ce_recon_loss_scale=loss.ce_recon_loss_scale,
-                               image_recon_loss_coeff=loss.image_recon_loss_coeff, image_kind=loss.image_loss)
+                               image_recon_loss_coeff=loss.image_recon_loss_coeff, image_kind=loss.image_loss,
+                               global_dims=self.model_config.z_dim, kl_map_coeff=loss.kl_map_coeff)
         stats = {k: metric_pair(v.detach().double() * len(codes), len(codes)) for k, v in terms.items()}
         stats.update(reconstruction_sums(out[0].detach(), codes))
         return terms["loss"], stats
@@ -178,14 +179,13 @@ def check_init_from(uri: str, model_config: Any) -> str:
 
     A renderer checkpoint, another grid size or other shapes are one-line errors before Ray starts.
     """
-    from asciiray import storage
+    from asciiray import checkpoint, pretrained, storage
     from asciiray.models import VAE
-    from asciiray import checkpoint
 
+    uri = pretrained.resolve(uri)
     if not storage.exists(uri):
-        raise UserError(f"--init-from {uri} does not exist: pass a VAE checkpoint or run directory")
-    if not storage.exists(storage.join(uri, checkpoint.META_FILE)):
-        uri = checkpoint.latest_in(uri)
+        raise UserError(f"--init-from {uri} does not exist: pass a VAE checkpoint, run directory or exported model")
+    uri = checkpoint.resolve(uri)
     with checkpoint.opened(uri) as d:
         meta = checkpoint.load_meta(d)
         if meta.get("kind") != "vae":
