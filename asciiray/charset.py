@@ -138,11 +138,11 @@ def crop_texts(grids: np.ndarray) -> list[str]:
     return [_rows(grid[box]) for grid in np.asarray(grids)]
 
 
-def pair_text(original: np.ndarray, output: np.ndarray, margin: int = 1) -> str:
-    """An input and a model's output side by side, both cut to the input's ink plus `margin` cells, so a
-    five-line piece shows as about five lines; ink the output put outside that window is counted."""
+def pair_text(original: np.ndarray, output: np.ndarray) -> str:
+    """An input and a model's output side by side, both cut to the input's ink, so a five-line piece shows
+    as five lines with no blank line above or below; ink the output put outside that window is counted."""
     original, output = np.asarray(original), np.asarray(output)
-    box = ink_box(original[None], margin)
+    box = ink_box(original[None])
     outside = int((np.asarray(output) != SPACE).sum() - (np.asarray(output)[box] != SPACE).sum())
     text = side_by_side(_rows(original[box]), _rows(output[box]))
     return text + (f"\n({outside} more inked cells outside this window)" if outside else "")

@@ -39,8 +39,7 @@ MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
 EXPORT_FILE = "config.json"
 EXPORT_FORMAT = "asciiray-model"
-# Version of the checkpoint layout. 1 (meta.json without "format") had no file list: such checkpoints
-# still load, unverified, with a warning.
+# Version of the checkpoint layout: meta.json lists every other file with its size and SHA-256.
 FORMAT = 2
 
 
@@ -91,13 +90,12 @@ def verify(directory: str | Path, name: str | None = None) -> dict[str, Any]:
         raise Damaged(f"checkpoint {name} is damaged: its {META_FILE} is unreadable") from None
     if not isinstance(meta, dict):
         raise Damaged(f"checkpoint {name} is damaged: its {META_FILE} is not a JSON object")
-    version = meta.get("format", 1)
-    if not isinstance(version, int) or version > FORMAT:
+    version = meta.get("format")
+    if not isinstance(version, int) or version < FORMAT:
+        raise Damaged(f"checkpoint {name} is damaged: its {META_FILE} names no checkpoint format {FORMAT}")
+    if version > FORMAT:
         raise UserError(f"checkpoint {name} was written by a newer asciiray (checkpoint format {version!r}; this "
                         f"version reads up to {FORMAT}): upgrade asciiray to load it")
-    if version < 2:
-        log.warning("checkpoint %s was written by an older asciiray, without file hashes: loading it unverified", name)
-        return meta
     files = meta.get("files")
     if not isinstance(files, dict) or MODEL_FILE not in files:
         raise Damaged(f"checkpoint {name} is damaged: its {META_FILE} lists no {MODEL_FILE}")

@@ -265,11 +265,12 @@ def explicit_keys(cls: type, args: argparse.Namespace, config_file: str | None) 
 
 
 def from_args(cls: type[T], args: argparse.Namespace, config_file: str | None = None) -> T:
-    """Defaults, then the config file, then the flags the user actually gave."""
+    """Defaults, then the config file, then the flags the user actually gave. The file is built on its own
+    first, so each mistake is reported where it was made: in the file, or as the flag."""
     paths = {path for path, _, _ in leaves(cls).values()}
-    values = dotted(cls, read_file(config_file), config_file) if config_file else {}
-    values.update({k: v for k, v in vars(args).items() if k in paths})
-    return build(cls, values, source=config_file or "flags")
+    flags = {k: v for k, v in vars(args).items() if k in paths}
+    base = build(cls, read_file(config_file), source=config_file) if config_file else None
+    return build(cls, flags, source="flags", base=base)
 
 
 def from_preset(presets: dict[str, T], name: str, what: str, **overrides: object) -> T:

@@ -261,17 +261,10 @@ def iter_pieces(uri: str, label: str | None = None) -> Iterator[dict]:
 
 # ---- split and statistics -----------------------------------------------------------------
 
-def _split_key(piece_id: str) -> float:
-    return int(piece_id[:8], 16) / 2**32
-
-
-def is_validation(piece_id: str, prop: float) -> bool:
-    """Whether a piece is in the validation split: a function of its id alone, so stable as the corpus grows."""
-    return _split_key(piece_id) < prop
-
-
 def validation_mask(ids: Any, prop: float) -> np.ndarray:
-    """`is_validation` over many ids (list, numpy array or pyarrow array), as a bool array."""
+    """Which pieces (ids: a list, numpy array or pyarrow array) are in the validation split, as a bool array.
+    A piece is when the first 32 bits of its id, as a fraction, are below `prop`: a function of the id alone,
+    so the split is stable as the corpus grows."""
     if hasattr(ids, "to_pylist"):
         ids = ids.to_pylist()
     keys = np.fromiter((int(str(i)[:8], 16) for i in ids), dtype=np.uint64, count=len(ids))

@@ -5,8 +5,7 @@
     print(vae.sample(4, temperature=0.8, seed=1).texts[0])
 
 Methods that make pieces return `Pieces`: the code grids and their texts, cropped to the ink.
-A model loaded from a run also knows its corpus, so pieces can be named by id; the explorer's
-walk through latent space (`Tour`) lives here too, apart from its terminal.
+A model loaded from a run also knows its corpus, so pieces can be named by id.
 """
 
 from __future__ import annotations
@@ -77,11 +76,6 @@ def read_piece(path: str, grid: int) -> str:
 def check_temperature(temperature: float) -> None:
     if not temperature > 0 or not math.isfinite(temperature):
         raise UserError(f"temperature {temperature} must be a positive number: z ~ N(0, t^2 I), e.g. 1.0")
-
-
-def ease(t: torch.Tensor) -> torch.Tensor:
-    """Smoothstep: a glide that starts and ends slowly."""
-    return t * t * (3 - 2 * t)
 
 
 def mix(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, path: str = "linear") -> torch.Tensor:
@@ -243,51 +237,3 @@ class TrainedVAE:
         """n pieces of the corpus drawn at random (all of them when there are fewer)."""
         pieces = self.corpus_pieces(held_out=False)
         return rng.sample(pieces, min(n, len(pieces)))
-
-
-@dataclass
-class Stop:
-    """A point of latent space the explorer visits, and what to call it."""
-
-    name: str
-    z: torch.Tensor
-
-
-class Tour:
-    """The explorer's walk: glide from one stop to the next in `steps` frames, hold there for `hold`
-    frames, then ask for the next stop. One latent, so one decode, per frame."""
-
-    def __init__(self, start: Stop, steps: int, hold: int, smooth: bool = False, path: str = "linear") -> None:
-        if steps < 1 or hold < 0:
-            raise UserError(f"steps = {steps}, hold = {hold}: a glide takes at least 1 frame and holds 0 or more")
-        self.steps, self.hold, self.smooth, self.path = steps, hold, smooth, path
-        self.a = self.b = start
-        self.k, self.held = steps, 0
-
-    @property
-    def arrived(self) -> bool:
-        return self.k == self.steps
-
-    @property
-    def wants_next(self) -> bool:
-        """At the stop and held there long enough."""
-        return self.arrived and self.held >= self.hold
-
-    def z(self) -> torch.Tensor:
-        """The latent [z] of the current frame."""
-        if self.arrived:
-            return self.b.z
-        t = torch.tensor([self.k / self.steps])
-        return mix(self.a.z, self.b.z, ease(t) if self.smooth else t, self.path)[0]
-
-    def advance(self) -> None:
-        """One frame on: a step of the glide, or a frame of the hold."""
-        if self.arrived:
-            self.held += 1
-        else:
-            self.k += 1
-
-    def go_to(self, stop: Stop) -> None:
-        """Glide from where the tour is now to `stop`."""
-        here = self.b if self.arrived else Stop(f"{self.a.name}~{self.b.name}", self.z())
-        self.a, self.b, self.k, self.held = here, stop, 0, 0

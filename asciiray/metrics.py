@@ -26,6 +26,12 @@ from asciiray.charset import SPACE
 
 # A piece counts as nearly collapsed when its reconstruction holds less than this share of its ink.
 NEAR_COLLAPSE = 0.1
+# Which way each metric of `reconstruction_sums` improves (a search's mode); ink_ratio's best value is 1,
+# neither a minimum nor a maximum, so nothing optimises it.
+BETTER: dict[str, str | None] = {
+    "char_acc": "max", "nonspace_acc": "max", "ink_recall": "max", "ink_precision": "max", "ink_f1": "max",
+    "ink_ratio": None, "near_collapse": "min", "space_collapse": "min",
+}
 
 
 def reconstruction_sums(logp: torch.Tensor, codes: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -67,11 +73,6 @@ def metric_pair(total: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
 def ratios(sums: dict[str, torch.Tensor]) -> dict[str, float]:
     """Pairs to plain ratios; a metric with nothing counted (denominator 0) is NaN."""
     return {k: float(v[0] / v[1]) if v[1] > 0 else float("nan") for k, v in sums.items()}
-
-
-def reconstruction_metrics(logp: torch.Tensor, codes: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The metrics of one batch as ratio tensors (0 where nothing was counted)."""
-    return {k: v[0] / v[1].clamp(min=1) for k, v in reconstruction_sums(logp, codes).items()}
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ import torch
 from asciiray import charset, storage
 from asciiray.errors import UserError
 from asciiray.inference import TrainedVAE
-from asciiray.render import thumbnails
+from asciiray.pictures import thumbnails
 
 TAG = "validation_mu"
 HEADER = ["category", "labels", "id", "source"]

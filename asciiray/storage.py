@@ -13,9 +13,12 @@ Ray Train's own run state (docs/RELIABILITY.md).
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
+import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -262,8 +265,51 @@ def _delete(uri: str, directory: bool) -> None:
         raise error(uri, exc) from None
 
 
-def check_writable(uri: str) -> None:
-    """Fail early, in one line, when a storage location cannot be reached or written."""
-    probe = join(uri, ".asciiray-probe")
-    write_bytes(probe, b"ok")
-    delete_file(probe)
+def check_writable(uri: str, what: str, *, file: bool = False) -> None:
+    """Fail in one line naming `what` (the flag or key that gave `uri`), before any work starts and leaving
+    nothing behind, when `uri` cannot be written: a directory to write into or, with `file`, a file to
+    create or replace. A local path is probed where it would be created, in its nearest existing folder,
+    so a path that can never exist (/proc/x, below a file) fails as surely as a read-only one."""
+    noun = "file" if file else "directory"
+    fix = f"pass a {noun} you can write to"
+    if is_s3(uri):
+        _probe_s3(uri.rstrip("/").rsplit("/", 1)[0] if file else uri, what, fix)
+        return
+    path = Path(uri).expanduser().resolve()
+    if path.is_dir() if file else path.is_file():
+        raise UserError(f"{what} {uri} is a {'directory' if file else 'file'}: pass a {noun}")
+    try:
+        _probe_local(path.parent if file else path)
+    except OSError as exc:
+        raise UserError(f"{what} {uri} cannot be written ({exc.strerror or exc}): {fix}") from None
+
+
+def _probe_s3(uri: str, what: str, fix: str) -> None:
+    """Put and delete one object under `uri`. Through boto3, with the same retries: pyarrow would leave a
+    directory marker behind in place of the deleted object (and then `export` would find OUT taken)."""
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise UserError(f"{what} {uri}: an S3 URI needs a bucket, e.g. s3://my-bucket/prefix")
+    mode, attempts = s3_retries()
+    key = "/".join(part for part in (prefix.strip("/"), f".asciiray-probe-{uuid.uuid4().hex}") if part)
+    try:
+        client = boto3.client("s3", config=botocore.config.Config(
+            retries={"mode": "standard" if mode == "adaptive" else mode, "total_max_attempts": attempts}))
+        client.put_object(Bucket=bucket, Key=key, Body=b"ok")
+        client.delete_object(Bucket=bucket, Key=key)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise UserError(f"{what} {error(uri, exc)}: {fix}") from None
+
+
+def _probe_local(path: Path) -> None:
+    """Create and remove a directory in the nearest existing folder of `path`; OSError when that fails."""
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a directory")
+    os.rmdir(tempfile.mkdtemp(prefix=".asciiray-probe-", dir=existing))

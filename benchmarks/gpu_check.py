@@ -1,4 +1,4 @@
-"""One-shot GPU check of training speed (issue 13): prints one table.
+"""One-shot GPU check of training speed: prints one table.
 
 On one GPU: `seed` preset, bf16, batch 256. Rows: samples/s of a plain loop fed
 from memory and of `asciiray train` (Ray Train + Ray Data, 1 worker); the data

@@ -252,7 +252,7 @@ def plot(curves: dict[str, list[dict[str, Any]]]) -> Image.Image:
 def picture(curves: dict[str, list[dict[str, Any]]], out: Path, device: torch.device, n: int) -> Path:
     """The plot over each recipe's reconstructions of the same first `n` validation pieces."""
     from asciiray.inference import TrainedVAE
-    from asciiray.render import pairs_picture
+    from asciiray.pictures import pairs_picture
 
     parts = [plot(curves)]
     for name in curves:

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from asciiray import data, render
+from asciiray import data, pictures
 from asciiray.inference import TrainedVAE
 
 COLUMNS = ("char_acc", "ink_precision", "ink_recall", "ink_f1", "ink_ratio", "near_collapse", "space_collapse")
@@ -49,8 +49,8 @@ def picture(trained: TrainedVAE, pairs: int, samples: int, path: Path) -> None:
     inputs = trained.codes(texts)
     recons = trained.reconstruct(texts).codes
     drawn = trained.sample(samples, seed=0).codes
-    sheet = render.sheet_picture(drawn, [f"prior sample {i + 1}" for i in range(len(drawn))], columns=samples)
-    render.save_picture(str(path), render.stack_pictures([render.pairs_picture(inputs, recons), sheet]))
+    sheet = pictures.sheet_picture(drawn, [f"prior sample {i + 1}" for i in range(len(drawn))], columns=samples)
+    pictures.save_picture(str(path), pictures.stack_pictures([pictures.pairs_picture(inputs, recons), sheet]))
 
 
 def table(command: list[str], seconds: float, preset: str, epochs: int, pieces: int,

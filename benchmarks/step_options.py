@@ -1,4 +1,4 @@
-"""The training step with `--compile` and `--pad-head` vs without, side by side in one process (issue 13).
+"""The training step with `--compile` and `--pad-head` vs without, side by side in one process.
 
 Three plain loops (gpu_check.Bench: the loop's own TrainStep on grids held in
 memory), each with its own model and Adam: eager with the 95-channel head,

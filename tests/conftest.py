@@ -21,12 +21,15 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
+
+T = TypeVar("T")
 
 # Tests that use any of these fixtures start Ray, a cluster or an S3 server: they are integration tests.
 INTEGRATION_FIXTURES = frozenset({"ray_session", "s3_server", "s3_bucket", "cluster"})
@@ -81,6 +84,30 @@ def history(run_dir: str) -> list[dict]:
         return checkpoint.load_meta(d)["history"]
 
 
+def poll(condition: Callable[[], T], timeout_s: float, interval_s: float = 0.2,
+         alive: Callable[[], bool] = lambda: True) -> T | None:
+    """The first true value of `condition()`, asked every `interval_s` while `alive()`; None when `alive()`
+    turns false or `timeout_s` passes first (for waits whose end is not a failure, such as a grace period)."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := condition()):
+        if not alive() or time.monotonic() > deadline:
+            return None
+        time.sleep(interval_s)
+    return found
+
+
+def wait_until(condition: Callable[[], T], what: str, timeout_s: float, interval_s: float = 0.2,
+               alive: Callable[[], bool] = lambda: True, context: Callable[[], str] = lambda: "") -> T:
+    """The first true value of `condition()`, waiting for it while `alive()` (the process that should bring
+    it about runs); the test fails, naming `what` and showing `context()`, when it ends or time is up first.
+    Every wait of the suite is for something observable, with a deadline, so a hang is a failure."""
+    found = poll(condition, timeout_s, interval_s, alive)
+    if found:
+        return found
+    why = "it ended first" if not alive() else f"not within {timeout_s:.0f} s"
+    raise AssertionError(f"waiting for {what}: {why}\n{context()}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,16 +121,15 @@ def moto_server(env: dict[str, str] | None = None) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
+    def answers() -> bool:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+        except OSError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto S3 server did not start") from None
-                time.sleep(0.2)
+        wait_until(answers, "the moto S3 server to answer", 30, alive=lambda: proc.poll() is None)
         yield endpoint
     finally:
         proc.terminate()
@@ -213,17 +239,19 @@ def kill_marked(name: str, value: str, timeout_s: float = 30.0) -> int:
     """SIGKILL every process marked name=value, again until none is left (one may be forking as we kill);
     returns how many were killed."""
     killed: set[int] = set()
-    deadline = time.monotonic() + timeout_s
-    while pids := marked_pids(name, value):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"processes marked {name}={value} survive SIGKILL: {pids}")
+
+    def none_left() -> bool:
+        pids = marked_pids(name, value)
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed.add(pid)
             except ProcessLookupError:
                 pass
-        time.sleep(0.2)
+        return not pids
+
+    wait_until(none_left, f"no process marked {name}={value} after SIGKILL", timeout_s,
+               context=lambda: f"left: {marked_pids(name, value)}")
     return len(killed)
 
 
@@ -277,17 +305,17 @@ class RayCluster:
             with open(log_path, "w") as log:
                 proc = subprocess.Popen(command, env={**env, NODE_MARKER: f"{self.marker}-{index}"}, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
-            deadline = time.monotonic() + timeout_s
-            while proc.poll() is None and time.monotonic() < deadline:
-                if self._alive_or_none() == len(self.procs) + 1:
-                    self.procs.append(proc)
-                    return
-                time.sleep(0.5)
+            started = time.monotonic()
+            if poll(lambda: self._alive_or_none() == len(self.procs) + 1, timeout_s, 0.5,
+                    alive=lambda: proc.poll() is None):
+                self.procs.append(proc)
+                return
             if proc.poll() is None:
                 break
             kill_marked(NODE_MARKER, f"{self.marker}-{index}")
-            while time.monotonic() < deadline and self._alive_or_none() not in (len(self.procs), None):
-                time.sleep(0.5)  # a raylet of the failed start that registered late: until the GCS sees it dead
+            # A raylet of the failed start that registered late: until the GCS sees it dead.
+            poll(lambda: self._alive_or_none() in (len(self.procs), None),
+                 timeout_s - (time.monotonic() - started), 0.5)
         self.procs.append(proc)
         raise RuntimeError(f"node {index} of the test Ray cluster did not start:\n{log_path.read_text()[-3000:]}")
 
@@ -303,9 +331,7 @@ class RayCluster:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + grace_s
-        while marked_pids(CLUSTER_MARKER, self.marker) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        poll(lambda: not marked_pids(CLUSTER_MARKER, self.marker), grace_s, 0.5)
         kill_marked(CLUSTER_MARKER, self.marker)
         for proc in self.procs:
             proc.wait(timeout=30)

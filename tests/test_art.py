@@ -19,6 +19,7 @@ from asciiray import storage
 from asciiray.cli import main
 from asciiray.cli.art import BLANK
 from asciiray.inference import TrainedVAE
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -244,12 +245,13 @@ class Terminal:
 
     def wait(self, ready, what: str, timeout: float = 30.0) -> list[str]:
         """The first screen for which `ready(lines)` holds."""
-        deadline = time.monotonic() + timeout
-        while not ready(lines := self.lines()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout:.0f} s; the screen:\n" + "\n".join(lines))
+        def shown() -> list[str] | None:
+            if ready(lines := self.lines()):
+                return lines
             self._read(0.05)
-        return lines
+            return None
+
+        return wait_until(shown, what, timeout, 0, context=lambda: "the screen:\n" + "\n".join(self.lines()))
 
     def screens_during(self, seconds: float) -> set[tuple[str, ...]]:
         """Every screen shown over `seconds` (for what must not happen, such as frames while paused)."""

@@ -100,19 +100,84 @@ def test_missing_config_file(tmp_path, capsys):
     (["--learning-rate", "fast"], "--learning-rate 'fast' is invalid"),
     (["--num-workers", "0"], "--num-workers '0'"),
     (["--preset", "huge"], "--preset 'huge' is unknown"),
-    (["--renderer", "discrete"], "--renderer 'discrete'"),
+    (["--renderer", "discrete"], "--renderer 'discrete' cannot drive the image loss: use continuous"),
     (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
 ])
-def test_bad_flag(argv, needle, tmp_path, capsys):
-    assert_one_line(*run(train(tmp_path, *argv), capsys), needle)
+@pytest.mark.parametrize("with_config", [False, True], ids=["alone", "beside a good config file"])
+def test_bad_flag(argv, needle, with_config, tmp_path, monkeypatch, capsys):
+    """Refused on the driver before Ray starts: at an address where no Ray listens, a check that came after
+    joining Ray would fail about the address instead. Beside a good --config file, the flag is to blame."""
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    config = tmp_path / "good.yaml"
+    config.write_text("batch_size: 8\nloss: {kl_coeff: 0.001}\n")
+    extra = ["--config", str(config)] if with_config else []
+    code, err = run(train(tmp_path, "--address", "127.0.0.1:1", *extra, *argv), capsys)
+    assert_one_line(code, err, needle)
+    assert "good.yaml" not in err, "a flag's mistake reported as the file's"
     nothing_written(tmp_path)
 
 
-def test_unwritable_storage_path(tmp_path, capsys):
+def test_a_mistake_in_the_file_is_the_files_beside_good_flags(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("batch_size: 0\n")
+    code, err = run(train(tmp_path, "--config", str(config), "--learning-rate", "0.01"), capsys)
+    assert_one_line(code, err, f"{config}: --batch-size 0 must be at least 1")
+
+
+# --- output paths ------------------------------------------------------------------------------------
+
+# Each command's output flags, given a path that cannot be written: BAD is replaced by the path, VAE by an
+# untrained checkpoint. The check comes before any work: no model is loaded, no page requested, no Ray started.
+OUTPUTS = {
+    "scrape --out": ["scrape", "asciiart.eu", "--out", "BAD"],
+    "scrape --http-cache": ["scrape", "asciiart.eu", "--out", "FREE", "--http-cache", "BAD"],
+    "corpus build --out": ["corpus", "build", "FREE", "--out", "BAD"],
+    "train --storage-path": ["train", "--preset", "tiny", "--storage-path", "BAD"],
+    "lr-find --png": ["lr-find", "--preset", "tiny", "--png", "BAD"],
+    "tune results --csv": ["tune", "results", "FREE", "--csv", "BAD"],
+    "tune results --png": ["tune", "results", "FREE", "--png", "BAD"],
+    "reconstruct --png": ["reconstruct", "VAE", "--png", "BAD"],
+    "sample --png": ["sample", "VAE", "--png", "BAD"],
+    "sample --out": ["sample", "VAE", "--out", "BAD"],
+    "interpolate --gif": ["interpolate", "VAE", "a.txt", "b.txt", "--gif", "BAD"],
+    "interpolate --png": ["interpolate", "VAE", "a.txt", "b.txt", "--png", "BAD"],
+    "explore --save-dir": ["explore", "VAE", "--save-dir", "BAD"],
+    "embed --logdir": ["embed", "VAE", "--logdir", "BAD"],
+    "export OUT": ["export", "VAE", "BAD"],
+}
+
+
+@pytest.mark.parametrize("where", ["impossible", "below a file"])
+@pytest.mark.parametrize("name", list(OUTPUTS))
+def test_unwritable_output(name, where, checkpoints, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # had Ray been started first, the error would be about it
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    code, err = run(["train", "--preset", "tiny", "--storage-path", str(blocker / "runs")], capsys)
-    assert_one_line(code, err, str(blocker))
+    bad = "/proc/asciiray-forbidden/out" if where == "impossible" else str(blocker / "out")
+    swap = {"BAD": bad, "VAE": checkpoints["vae"], "FREE": str(tmp_path / "free")}
+    argv = [swap.get(arg, arg) for arg in OUTPUTS[name]]
+    assert_one_line(*run(argv, capsys), name.split()[-1] + " " + bad, "cannot be written", "you can write to")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"], "a refused command left something behind"
+
+
+def test_an_s3_output_is_probed_without_a_trace(s3_bucket):
+    from asciiray import storage
+
+    storage.check_writable(f"s3://{s3_bucket}/new/dir", "--out")
+    storage.check_writable(f"s3://{s3_bucket}/new/dir/pairs.png", "--png", file=True)
+    assert not storage.exists(f"s3://{s3_bucket}/new"), "the probe left a directory marker behind"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["corpus", "build", "FILE", "--out", "FILE"], "--out FILE is a file: pass a directory"),
+    (["sample", "VAE", "--png", "DIR"], "--png DIR is a directory: pass a file"),
+])
+def test_output_of_the_wrong_kind(argv, needle, checkpoints, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    swap = {"FILE": str(tmp_path / "file"), "DIR": str(tmp_path), "VAE": checkpoints["vae"]}
+    for key, value in swap.items():
+        needle = needle.replace(key, value)
+    assert_one_line(*run([swap.get(arg, arg) for arg in argv], capsys), needle)
 
 
 # --- corpora -----------------------------------------------------------------------------------------

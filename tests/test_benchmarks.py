@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,3 +23,14 @@ def test_gpu_check_smoke_prints_its_table(ray_session):
     for row in ("plain loop", "Ray / plain", "data wait share", "host syncs per step", "renderer training steps/s",
                 "top kernel 1", "plain loop, --compile", "plain loop, 96-channel head"):
         assert row in out.stdout, out.stdout
+    assert 0 < figure(out.stdout, "plain loop (loop's TrainStep, from memory)", "samples/s")
+    assert 0 < figure(out.stdout, "Ray / plain") < 100, "a rate far beyond the plain loop's is a broken timer"
+    assert 0 <= figure(out.stdout, "Ray path data wait share", "%") <= 100
+    assert 0 < figure(out.stdout, "renderer training steps/s")
+
+
+def figure(table: str, row: str, unit: str = "") -> float:
+    """The number that opens the value of `row` in a printed table of `row  value` lines."""
+    match = re.search(rf"^{re.escape(row)}\s+([0-9.]+)\s*{re.escape(unit)}", table, re.MULTILINE)
+    assert match, f"no figure in {unit or 'the'} row {row!r}:\n{table}"
+    return float(match.group(1))

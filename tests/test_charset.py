@@ -75,3 +75,12 @@ def test_encode_many_raises_for_the_first_bad_piece_in_order():
         encode_many(["ok", "x" * 9, "a\tb"], 8)
     with pytest.raises(InvalidPiece, match="tab"):
         encode_many(["ok", "a\tb", "x" * 9], 8)
+
+
+def test_a_pair_is_cropped_to_the_inputs_ink_and_counts_the_ink_outside():
+    original = charset.encode("+--+\n|ab|\n+--+", 8)
+    output = original.copy()
+    output[0, 0] = charset.encode("x", 8)[3, 3]  # one stray cell in the corner, outside the input's ink
+    lines = charset.pair_text(original, output).split("\n")
+    assert lines[0] == "+--+ | +--+" and lines[2] == "+--+ | +--+", "no blank line above or below the pair"
+    assert lines[3:] == ["(1 more inked cells outside this window)"]

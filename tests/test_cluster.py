@@ -13,13 +13,12 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import free_port, http_json, ray_cluster
+from tests.conftest import free_port, http_json, ray_cluster, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI_TIMEOUT_S = 120
@@ -84,7 +83,11 @@ def test_runtime_env_file_is_a_valid_runtime_env():
     from ray.runtime_env import RuntimeEnv
 
     env = yaml.safe_load((ROOT / "cluster" / "runtime_env.yaml").read_text())
-    RuntimeEnv(**env, working_dir=str(ROOT))
+    runtime_env = RuntimeEnv(**env, working_dir=str(ROOT))
+    assert runtime_env["working_dir"] == str(ROOT)
+    assert {"tests", "benchmarks", "runs"} <= set(runtime_env["excludes"]), "the job uploads only what runs"
+    # Ray refuses a job whose runtime_env repeats a variable the driver sets (RAY_TRAIN_V2_ENABLED).
+    assert runtime_env["env_vars"] == {"PYTHONUNBUFFERED": "1"}
 
 
 # --- the job library, without a cluster ----------------------------------------------------------
@@ -206,10 +209,8 @@ def test_jobs_stop_stops_a_running_job(cluster, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN", token)
     client = jobs.client(dashboard)
     job_id = client.submit_job(entrypoint="sleep 600")
-    deadline = time.monotonic() + 120
-    while client.get_job_status(job_id) != JobStatus.RUNNING:
-        assert time.monotonic() < deadline, client.get_job_info(job_id)
-        time.sleep(0.5)
+    wait_until(lambda: client.get_job_status(job_id) == JobStatus.RUNNING, "the job to run", 120, 0.5,
+               context=lambda: str(client.get_job_info(job_id)))
 
     result = asciiray("jobs", "stop", job_id, "--address", dashboard, token=token)
     assert result.returncode == 0, result.stderr

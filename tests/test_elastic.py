@@ -1,4 +1,4 @@
-"""Elastic training (issue 16): the options it takes, and a real two-node Ray cluster whose second node is
+"""Elastic training: the options it takes, and a real two-node Ray cluster whose second node is
 lost mid-epoch while the run finishes every epoch, once each, on the node that is left.
 
 The cluster is `ray start` processes on 127.0.0.1 (tests.conftest.ray_cluster), one CPU per node, so a
@@ -15,12 +15,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_pieces, ray_cluster
+from tests.conftest import make_pieces, ray_cluster, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 N_EPOCHS = 2
@@ -126,12 +125,9 @@ def _train_decisions(cluster) -> str:
 
 
 def _wait(until, what: str, driver: subprocess.Popen, log: Path, timeout_s: float = RUN_TIMEOUT_S):
-    deadline = time.monotonic() + timeout_s
-    while not (found := until()):
-        if driver.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"never saw {what} (driver exit code {driver.poll()}):\n{log.read_text()[-6000:]}")
-        time.sleep(0.2)
-    return found
+    """Until `until()` holds while the driver runs; its log shows when it did not."""
+    return wait_until(until, what, timeout_s, alive=lambda: driver.poll() is None,
+                      context=lambda: f"driver exit code {driver.poll()}:\n{log.read_text()[-6000:]}")
 
 
 @pytest.mark.integration

@@ -13,10 +13,11 @@ from PIL import Image
 
 from asciiray import charset, checkpoint, storage
 from asciiray.errors import UserError
-from asciiray.inference import Stop, Tour, TrainedVAE, mix
+from asciiray.explore import Stop, Tour
+from asciiray.inference import TrainedVAE, mix
 from asciiray.models import VAE, NeuralRenderer, get_preset, get_renderer_preset
-from asciiray.render import (display_atlas, frame_pictures, pairs_picture, save_picture, sheet_picture,
-                             strip_picture, thumbnails)
+from asciiray.pictures import (display_atlas, frame_pictures, pairs_picture, save_picture, sheet_picture,
+                               strip_picture, thumbnails)
 from asciiray.train.checkpoint import save
 
 PIECE = "#########\n# hello #\n#########"

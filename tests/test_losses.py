@@ -66,7 +66,7 @@ def test_ce_matches_cross_entropy_of_logits():
 
 def reference_ce(logp: torch.Tensor, codes: torch.Tensor, weight: torch.Tensor | None,
                  smoothing: float) -> torch.Tensor:
-    """The cross entropy as ce_loss computed it before issue 13: F.nll_loss / F.cross_entropy on one row per cell."""
+    """The plain cross entropy ce_loss must equal: F.nll_loss / F.cross_entropy on one row per cell."""
     rows, targets = logp.permute(0, 2, 3, 1).reshape(-1, NUM_CHARS), codes.long().reshape(-1)
     if smoothing:
         return F.cross_entropy(rows, targets, weight=weight, label_smoothing=smoothing)
@@ -190,7 +190,7 @@ def test_ssim_matches_a_pixel_by_pixel_computation():
 
 
 class _ReferenceStraightThrough(torch.autograd.Function):
-    """The straight-through one-hot as losses.py had it before issue 13."""
+    """The plain straight-through one-hot (argmax forward, identity backward) the fast one must equal."""
 
     @staticmethod
     def forward(ctx, soft):
@@ -202,7 +202,7 @@ class _ReferenceStraightThrough(torch.autograd.Function):
 
 
 def reference_image_loss(renderer, codes, logp, tau, generator):
-    """image_loss before issue 13: the renderer's forward of a float32 one-hot of the Gumbel sample."""
+    """The plain image_loss the fast one must equal: the renderer's forward of a float32 one-hot of the Gumbel sample."""
     cells = logp.float().movedim(1, -1)
     noise = torch.empty_like(cells).uniform_(generator=generator).log_().neg_().log_().neg_()
     soft = F.softmax(noise.add_(cells).div_(tau), dim=-1)

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from asciiray.charset import NUM_CHARS, SPACE
-from asciiray.metrics import reconstruction_metrics, reconstruction_sums, score
+import math
+
+from asciiray.metrics import ratios, reconstruction_sums, score
 from asciiray.models import VAE, get_preset, one_hot
 
 A, B = ord("a") - 32, ord("b") - 32
@@ -19,7 +21,7 @@ def logp_of(codes: torch.Tensor) -> torch.Tensor:
 
 
 def metrics(pred: torch.Tensor, codes: torch.Tensor) -> dict[str, float]:
-    return {k: v.item() for k, v in reconstruction_metrics(logp_of(pred), codes).items()}
+    return ratios(reconstruction_sums(logp_of(pred), codes))
 
 
 # Two 4x4 pieces: 4 and 2 inked cells.
@@ -33,7 +35,7 @@ def test_blank_output_scores_zero_ink_and_collapses():
     assert m["char_acc"] == pytest.approx(26 / 32)
     assert m["ink_recall"] == m["nonspace_acc"] == 0
     assert m["ink_f1"] == 0 and m["ink_ratio"] == 0
-    assert m["ink_precision"] == 0, "nothing predicted inked: 0 / 0 counts as 0 here"
+    assert math.isnan(m["ink_precision"]), "nothing predicted inked: 0 / 0 is no figure"
     assert m["near_collapse"] == 1 and m["space_collapse"] == 1
 
 
@@ -104,10 +106,7 @@ def test_score_a_model_over_batches():
     scored = score(model, codes.split(4))
     with torch.no_grad():
         logp, _, _ = model.eval()(codes)
-    expected = reconstruction_metrics(logp, codes)
-    assert set(scored) == set(expected)
-    for name, value in expected.items():
-        assert scored[name] == pytest.approx(value.item()), name
+    assert scored == pytest.approx(ratios(reconstruction_sums(logp, codes)))
 
 
 def test_a_model_is_scored_on_its_runs_validation_pieces(tmp_path):
@@ -138,3 +137,16 @@ def test_a_model_is_scored_on_its_runs_validation_pieces(tmp_path):
                                  "config": {"data": {"validation_prop": 0.3, "max_pieces": 40}}})
     codes = torch.from_numpy(np.stack([charset.encode(t, 16) for t in texts]))
     assert TrainedVAE.load(str(run), "cpu").score(batch_size=3) == pytest.approx(score(model, [codes]))
+
+
+def test_a_search_may_optimise_every_metric_and_loss_term_with_a_direction():
+    from asciiray.losses import compute_losses
+    from asciiray.metrics import BETTER
+    from asciiray.tune.spec import LOSS_TERMS, METRICS
+
+    logp = logp_of(INPUT)
+    assert set(BETTER) == set(reconstruction_sums(logp, INPUT)), "every metric says which way it improves"
+    zeros = torch.zeros(2, 4)
+    assert set(LOSS_TERMS) == set(compute_losses((logp, zeros, zeros), INPUT))
+    assert {name.split("/", 1)[1] for name in METRICS} == {*LOSS_TERMS, *BETTER} - {"ink_ratio"}
+    assert METRICS["val/ink_f1"] == "max" and METRICS["train/kl"] == "min"

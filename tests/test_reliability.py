@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from asciiray.config import replace
 from asciiray.errors import UserError
 from asciiray.train import checkpoint as train_checkpoint
 from tests.conftest import CLUSTER_MARKER as MARKER
-from tests.conftest import history, marked_pids
+from tests.conftest import history, marked_pids, wait_until
 from tests.conftest import train_config as config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +157,7 @@ def test_resuming_falls_back_past_damaged_checkpoints_but_not_past_the_offered_o
         assert not caplog.records, "only the announcing worker warns"
 
 
-def test_newer_format_is_refused_and_legacy_checkpoints_load_with_a_warning(tmp_path, caplog):
+def test_newer_format_is_refused_and_a_meta_json_without_a_format_is_damaged(tmp_path):
     ckpt = tiny_vae_checkpoint(tmp_path / "new")
     meta = json.loads((ckpt / checkpoint.META_FILE).read_text())
     (ckpt / checkpoint.META_FILE).write_text(json.dumps({**meta, "format": checkpoint.FORMAT + 1}))
@@ -166,16 +165,12 @@ def test_newer_format_is_refused_and_legacy_checkpoints_load_with_a_warning(tmp_
         checkpoint.verify(ckpt)
     assert not isinstance(err.value, checkpoint.Damaged), "a newer checkpoint is not skipped as damaged"
 
-    legacy = tiny_vae_checkpoint(tmp_path / "old")
-    meta = json.loads((legacy / checkpoint.META_FILE).read_text())
+    unversioned = tiny_vae_checkpoint(tmp_path / "unversioned")
+    meta = json.loads((unversioned / checkpoint.META_FILE).read_text())
     del meta["format"], meta["files"]
-    (legacy / checkpoint.META_FILE).write_text(json.dumps(meta))
-    with caplog.at_level(logging.WARNING, logger="asciiray"):
-        from asciiray.inference import TrainedVAE
-
-        loaded = TrainedVAE.load(str(legacy), "cpu").meta
-    assert loaded["epoch"] == 1
-    assert any("written by an older asciiray" in r.getMessage() for r in caplog.records)
+    (unversioned / checkpoint.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.Damaged, match="names no checkpoint format 2"):
+        checkpoint.verify(unversioned)
 
 
 def test_the_uploader_writes_a_checkpoint_that_verifies(tmp_path):
@@ -262,11 +257,8 @@ class SwitchableProxy:
 
     def wait_refused(self, count: int, timeout_s: float, alive=lambda: True) -> None:
         """Until `count` connections were refused (the client is retrying)."""
-        deadline = time.monotonic() + timeout_s
-        while self.refused < count:
-            assert alive(), "the client gave up before the proxy saw it retry"
-            assert time.monotonic() < deadline, f"the client did not retry: {self.refused} refused connections"
-            time.sleep(0.05)
+        wait_until(lambda: self.refused >= count, f"the client to retry ({count} refused connections)",
+                   timeout_s, 0.05, alive=alive, context=lambda: f"{self.refused} refused connections")
 
 
 @pytest.fixture
@@ -381,10 +373,7 @@ def test_a_restarted_worker_and_a_resume_skip_damaged_checkpoints(tiny_corpus, t
     outcome: dict = {}
     trainer = threading.Thread(target=lambda: outcome.update(result=vae.train(cfg)))
     trainer.start()
-    deadline = time.monotonic() + 300
-    while len(registered(str(run))[0]) < 2:
-        assert trainer.is_alive() and time.monotonic() < deadline, "no two checkpoints in time"
-        time.sleep(0.2)
+    wait_until(lambda: len(registered(str(run))[0]) >= 2, "two registered checkpoints", 300, alive=trainer.is_alive)
     (worker,) = list_actors(address=ray_session.get_runtime_context().gcs_address,
                             filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
     # Frozen, the worker can write and report nothing more: every checkpoint but the oldest Ray knows of
@@ -476,13 +465,9 @@ class Driver:
             pytest.fail(f"asciiray train did not end in {timeout_s} s\n{self.tail()}")
 
 
-def wait_until(condition, driver: Driver, what: str, timeout_s: float = DRIVER_TIMEOUT_S) -> None:
-    """Until `condition()` holds, while `driver` runs."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert driver.alive(), f"the run ended before {what}\n{driver.tail()}"
-        assert time.monotonic() < deadline, f"not {what} in {timeout_s} s\n{driver.tail()}"
-        time.sleep(0.2)
+def wait_while_running(condition, driver: Driver, what: str) -> None:
+    """Until `condition()` holds, while `driver` runs; its output's tail shows when it did not."""
+    wait_until(condition, what, DRIVER_TIMEOUT_S, alive=driver.alive, context=driver.tail)
 
 
 def assert_every_checkpoint_verifies(run_uri: str) -> None:
@@ -526,7 +511,7 @@ def test_a_killed_driver_resumes_with_every_epoch_once(tiny_corpus, tmp_path, ow
     run = str(tmp_path / "runs" / "r")
 
     first = Driver(args, own_ray, tmp_path, "first")
-    wait_until(lambda: latest_epoch(run) >= 1, first, "a registered checkpoint")
+    wait_while_running(lambda: latest_epoch(run) >= 1, first, "a registered checkpoint")
     first.kill()
     # Its Ray (controller, training worker) is still running when the resume starts: the harder case, where
     # the old controller may still register a checkpoint and the old worker may still be writing one.
@@ -550,7 +535,7 @@ def test_an_outage_past_the_retries_stops_a_run_and_its_resume_rides_out_a_short
     run = f"s3://{s3_bucket}/runs/r"
     driver = Driver(args, {**own_ray, "AWS_ENDPOINT_URL": outage.endpoint, "AWS_MAX_ATTEMPTS": "2"}, tmp_path,
                     "run")
-    wait_until(lambda: latest_epoch(run) >= 1, driver, "a registered checkpoint")
+    wait_while_running(lambda: latest_epoch(run) >= 1, driver, "a registered checkpoint")
     outage.off()
     assert driver.wait() != 0, driver.tail()
     committed = latest_epoch(run)
@@ -564,7 +549,7 @@ def test_an_outage_past_the_retries_stops_a_run_and_its_resume_rides_out_a_short
     outage.on()
     resumed = Driver([*args, "--resume"], {**own_ray, "AWS_ENDPOINT_URL": outage.endpoint, "AWS_MAX_ATTEMPTS": "6"},
                      tmp_path, "resume")
-    wait_until(lambda: latest_epoch(run) > committed, resumed, "a registered checkpoint of the resumed run")
+    wait_while_running(lambda: latest_epoch(run) > committed, resumed, "a registered checkpoint of the resumed run")
     outage.off()
     outage.wait_refused(outage.refused + 2, timeout_s=300, alive=resumed.alive)  # retrying: 4 more tries each
     outage.on()

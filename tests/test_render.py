@@ -14,8 +14,8 @@ from asciiray import storage
 from asciiray.charset import NUM_CHARS, SPACE
 from asciiray.errors import UserError
 from asciiray.models import make_renderer, one_hot
-from asciiray.render import (FONT_PATH, ContinuousRenderer, DiscreteRenderer, glyph_atlas, render_codes, render_probs,
-                             save_picture)
+from asciiray.pictures import save_picture
+from asciiray.render import FONT_PATH, ContinuousRenderer, DiscreteRenderer, glyph_atlas, render_codes, render_probs
 
 
 def code(ch: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import numpy as np
@@ -147,7 +146,7 @@ def test_wrong_renderer_checkpoints_are_clear_errors(tmp_path, capsys):
         make_renderer(f"neural:{reshaped}", 2, 1.0)
     vae_ckpt = tmp_path / "vae"
     vae_ckpt.mkdir()
-    (vae_ckpt / checkpoint.META_FILE).write_text(json.dumps({"kind": "vae"}))
+    save(vae_ckpt, NeuralRenderer(get_renderer_preset("tiny")), {"kind": "vae"})
     with pytest.raises(UserError, match="not a renderer checkpoint"):
         make_renderer(f"neural:{vae_ckpt}", 2, 1.0)
     with pytest.raises(UserError, match="does not exist"):

@@ -1,4 +1,4 @@
-"""The learning-rate schedule (issue 14)."""
+"""The learning-rate schedule: constant, or a warm-up then a cosine decay to zero, as a function of the step."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from asciiray.cli import main as cli_main
 from scrape.crawl import crawl
 from scrape.html import caption_before, pre_text
 from scrape.progress import ERROR_KINDS
+from tests.conftest import wait_until
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sites"
 USER_AGENT = "asciiray-scraper/0.1 (+https://github.com/asciiray/asciiray; research corpus of ASCII art)"
@@ -400,11 +401,10 @@ def test_max_pages_then_resume_fetches_nothing_twice(tmp_path: Path) -> None:
 
 
 def wait_for(condition, what: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the crawl exited ({proc.returncode}) before {what}: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    """Until `condition()` holds while the crawl runs; its output shows when it exited first."""
+    wait_until(condition, what, timeout, 0.05, alive=lambda: proc.poll() is None,
+               context=lambda: "" if proc.poll() is None else f"the crawl exited ({proc.returncode}): "
+                                                                f"{proc.communicate()}")
 
 
 @pytest.mark.integration

@@ -13,7 +13,7 @@ from tests.conftest import batches, make_step, no_host_sync, vae_task
 
 
 def reference_run(task: VAETask, data: list[torch.Tensor], bad: set[int]) -> dict[str, torch.Tensor]:
-    """The step as the loop ran it before issue 13: unfused Adam, the skip decided on the host."""
+    """The plain step the fast one must equal: unfused Adam, the skip decided on the host."""
     torch.manual_seed(0)
     model = task.build_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -1,4 +1,4 @@
-"""Issue 14's run options: --init-from, --swa-start/--swa-lr, lr-find and --learning-rate auto."""
+"""The recipe options of a run: --init-from, --swa-start/--swa-lr, lr-find and --learning-rate auto."""
 
 from __future__ import annotations
 

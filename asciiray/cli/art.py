@@ -1,6 +1,6 @@
 """Use a trained model: `reconstruct`, `sample`, `interpolate`, `explore`, `embed`, `export`.
 
-The work is done by asciiray.inference, asciiray.render, asciiray.projector and asciiray.export;
+The work is done by asciiray.inference, asciiray.pictures, asciiray.projector and asciiray.export;
 these functions parse, print and write what was asked for, once everything it needs is computed.
 """
 
@@ -112,7 +112,7 @@ def load(args: argparse.Namespace):
 def reconstruction_pairs(vae, files: list[str], n: int, png: str | None = None) -> list[tuple[str, str]]:
     """(name, input | reconstruction text) of files, or of the first n validation pieces; optionally a PNG."""
     from asciiray import charset
-    from asciiray.render import pairs_picture, save_picture
+    from asciiray.pictures import pairs_picture, save_picture
 
     if files:
         named = [vae.piece(f) for f in files]
@@ -136,9 +136,20 @@ def print_pairs(pairs: list[tuple[str, str]]) -> None:
         print(pair)
 
 
+def check_outputs(args: argparse.Namespace, files: tuple[str, ...] = (), dirs: tuple[str, ...] = ()) -> None:
+    """Refuse, before a model is loaded, the output flags (by attribute name) that cannot be written."""
+    from asciiray import storage
+
+    for names, file in ((files, True), (dirs, False)):
+        for name in names:
+            if getattr(args, name):
+                storage.check_writable(getattr(args, name), f"--{name.replace('_', '-')}", file=file)
+
+
 def run_reconstruct(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"-n {args.n}: show at least one piece")
+    check_outputs(args, files=("png",))
     if os.path.isfile(args.checkpoint):  # `reconstruct piece.txt`: a piece for the shipped model
         args.files, args.checkpoint = [args.checkpoint, *args.files], pretrained.NAME
     print_pairs(reconstruction_pairs(load(args), args.files, args.n, args.png))
@@ -149,9 +160,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     from asciiray import storage
     from asciiray.inference import check_temperature
-    from asciiray.render import save_picture, sheet_picture
+    from asciiray.pictures import save_picture, sheet_picture
 
     check_temperature(args.temperature)
+    check_outputs(args, files=("png",), dirs=("out",))
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     pieces = load(args).sample(args.n, args.temperature, seed)
     picture = sheet_picture(pieces.codes, [f"sample {i + 1}" for i in range(args.n)]) if args.png else None
@@ -175,10 +187,11 @@ def print_written(paths: list[str]) -> None:
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
-    from asciiray.render import frame_pictures, save_picture, strip_picture
+    from asciiray.pictures import frame_pictures, save_picture, strip_picture
 
     if args.frame_ms < 1:
         raise UserError(f"--frame-ms {args.frame_ms}: a frame shows for at least 1 ms")
+    check_outputs(args, files=("gif", "png"))
     vae = load(args)
     (name_a, a), (name_b, b) = vae.piece(args.a), vae.piece(args.b)
     frames = vae.interpolate(a, b, args.steps, "slerp" if args.slerp else "linear")
@@ -207,6 +220,7 @@ def run_explore(args: argparse.Namespace) -> int:
                         seed=args.seed if args.seed is not None else random.randrange(2**31), save_dir=args.save_dir)
     settings.check()
     check_temperature(args.temperature)
+    check_outputs(args, dirs=("save_dir",))
     vae = load(args)
     if args.files:
         named = [vae.piece(f) for f in args.files]
@@ -222,6 +236,7 @@ def run_explore(args: argparse.Namespace) -> int:
 def run_embed(args: argparse.Namespace) -> int:
     from asciiray.projector import default_logdir, write_projector
 
+    check_outputs(args, dirs=("logdir",))
     vae = load(args)
     logdir = args.logdir or default_logdir(vae)
     count = write_projector(vae, logdir, args.n)
@@ -230,8 +245,10 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from asciiray import storage
     from asciiray.export import export
 
+    storage.check_writable(args.out, "OUT")
     vae = load(args)
     export(vae, args.out, args.fp16)
     print(f"exported {vae.uri} to {args.out}")

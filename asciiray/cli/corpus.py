@@ -72,8 +72,9 @@ def read_signatures(uri: str) -> list[str]:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from asciiray import corpus
+    from asciiray import corpus, storage
 
+    storage.check_writable(args.out, "--out")
     limits = corpus.Limits(grid=args.grid, min_lines=args.min_lines, min_bytes=args.min_bytes,
                            max_lines=args.max_lines, max_bytes=args.max_bytes)
     signatures = read_signatures(args.strip_signatures) if args.strip_signatures else []

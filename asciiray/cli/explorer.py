@@ -1,6 +1,6 @@
 """The full-screen latent-space explorer behind `asciiray explore` (curses, from the standard library).
 
-The walk itself is asciiray.inference.Tour; this module times it, decodes one latent per frame,
+The walk itself is asciiray.explore.Tour; this module times it, decodes one latent per frame,
 draws the frame in the middle of the terminal with a status line under it, and answers keys.
 A frame is placed by its grid, so pieces do not jump about as they morph; when its ink does not
 fit the terminal, the screen says so until the terminal grows (or the frame shrinks).
@@ -18,7 +18,8 @@ import numpy as np
 
 from asciiray import charset, storage
 from asciiray.errors import UserError
-from asciiray.inference import Stop, Tour, TrainedVAE
+from asciiray.explore import Stop, Tour
+from asciiray.inference import TrainedVAE
 
 HELP = "space pause  n next  p prior  +/- temp  . step  s save  q quit"
 TEMPERATURE_STEP = 0.1

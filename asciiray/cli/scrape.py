@@ -77,7 +77,12 @@ def format_summary(result: dict[str, Any]) -> str:
 
 def run_scrape(args: argparse.Namespace) -> int:
     """Exit 0 when the crawl finished or reached --max-pages, 130 when interrupted (resumable)."""
+    from asciiray import storage
+
     cfg = config.from_args(ScrapeConfig, args, args.config)
+    for flag, uri in (("--out", args.out), ("--http-cache", cfg.http_cache)):
+        if uri and not storage.is_s3(uri):  # crawl() says why s3:// is refused
+            storage.check_writable(uri, flag)
 
     def progress(counts: dict[str, Any]) -> None:
         print(f"  {format_counts(counts)}", flush=True)

@@ -7,6 +7,12 @@ import sys
 
 from asciiray import config
 
+# Options speak of "the prototype": every training command's help says once what it is.
+PROTOTYPE = """
+"the prototype" in these options is the original single-GPU ASCII-art autoencoder whose
+flags and `seed` preset this project follows (docs/TRAINING.md).
+"""
+
 EXAMPLES = """examples:
   asciiray train                                   # small preset, embedded corpus, CPU or GPU
   asciiray train --corpus ./corpus --preset seed -b 256 -n 100 --num-workers 4 --use-gpu
@@ -51,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_training_parser(sub: argparse._SubParsersAction, name: str, options: type, func, examples: str,
                         help: str, description: str) -> argparse.ArgumentParser:
     """A training command: every field of `options` as a flag, plus --config."""
-    p = sub.add_parser(name, help=help, description=description, epilog=examples,
+    p = sub.add_parser(name, help=help, description=description, epilog=examples + PROTOTYPE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file whose keys are the long option names, flat (kl_coeff: 1e-4), "
                                     "dotted (loss.kl_coeff: 1e-4) or in sections (loss: {kl_coeff: 1e-4}); "
@@ -113,10 +119,12 @@ def show_model(uri: str) -> None:
 
 
 def run_lr_find(args: argparse.Namespace) -> int:
+    from asciiray import storage
     from asciiray.train import lr_find, vae
 
     cfg = config.from_args(vae.TrainConfig, args, args.config)
     lr_find.check_range(args.min_lr, args.max_lr, args.steps)
+    storage.check_writable(args.png, "--png", file=True)
     test = vae.find_learning_rate(cfg, None, args.min_lr, args.max_lr, args.steps)
     lr_find.save_plot(test, args.png)
     ended = "the loss diverged" if test.diverged else "the ramp ended"

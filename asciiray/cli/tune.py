@@ -93,8 +93,12 @@ def run_spec(args: argparse.Namespace) -> int:
 
 
 def show_results(path: str, csv: str | None, png: str | None) -> int:
+    from asciiray import storage
     from asciiray.tune import results
 
+    for flag, uri in (("--csv", csv), ("--png", png)):
+        if uri:
+            storage.check_writable(uri, flag, file=True)
     experiment = results.read(path)
     report(experiment)
     if csv:

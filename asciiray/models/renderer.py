@@ -25,6 +25,7 @@ from asciiray import config
 from asciiray.charset import DEFAULT_GRID, NUM_CHARS
 from asciiray.config import option
 from asciiray.errors import UserError
+from asciiray.models.encoding import one_hot
 from asciiray.render import ATLAS_RENDERERS, NEURAL_PREFIX, Renderer
 
 
@@ -91,6 +92,10 @@ class NeuralRenderer(Renderer):
 
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(probs))
+
+    def from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """The image of integer code grids [B, S, S]: forward of their one-hot."""
+        return self(one_hot(codes))
 
     @classmethod
     def from_checkpoint(cls, uri: str, device: str | torch.device = "cpu") -> NeuralRenderer:

@@ -31,7 +31,7 @@ from asciiray import config
 from asciiray.charset import DEFAULT_GRID, NUM_CHARS
 from asciiray.config import option
 from asciiray.errors import UserError
-from asciiray.render import one_hot
+from asciiray.models.encoding import one_hot
 
 
 @dataclass

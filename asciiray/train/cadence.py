@@ -1,4 +1,4 @@
-"""When the training loop validates, checkpoints and writes per-step scalars (issue 13).
+"""When the training loop validates, checkpoints and writes per-step scalars.
 
 On a GPU an epoch of a small corpus lasts about a second, so validating,
 checkpointing and mirroring TensorBoard to S3 at every epoch end would take
@@ -15,7 +15,7 @@ time cadence:
   `checkpoint_every` epochs. Checkpoints stay at epoch ends, so a resumed run
   starts an epoch afresh and resumes exactly.
 - `log_every_steps`: per-step scalars every N steps.
-- `validation_every` (issue 14, the prototype's habit): validate at every
+- `validation_every` (the prototype's habit; `asciiray train --help` says what the prototype is): validate at every
   N-th epoch end only, and checkpoint only there, so every checkpoint is
   ranked by figures of its own weights.
 

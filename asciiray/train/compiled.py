@@ -1,4 +1,4 @@
-"""`--compile` (issue 13): the check, on the driver, that torch.compile can build kernels here.
+"""`--compile`: the check, on the driver, that torch.compile can build kernels here.
 
 Inductor, torch.compile's default backend, writes C++ kernels on a CPU (it needs
 a C++ compiler) and Triton kernels on a GPU (it needs Triton). Without them the

@@ -19,7 +19,7 @@ from asciiray.train.options import RunConfig
 RUN_FILE = "asciiray-run.json"
 # Written by rank 0 when a run stops itself (e.g. a loss that stays non-finite); read by the driver.
 STOP_FILE = "stopped.json"
-# Version of RUN_FILE's layout: 2 is the sectioned config; a file without one holds the flat config of before.
+# Version of RUN_FILE's layout (the sectioned config); a run file of another version is refused on --resume.
 RUN_FILE_VERSION = 2
 
 

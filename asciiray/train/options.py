@@ -77,13 +77,14 @@ class OptimSection(Section):
         "auto", "auto: bf16 on a GPU that supports it, fp32 on CPU; 16 uses a grad scaler")
     seed: int = option(0, "random seed (each worker adds its rank)")
     max_nonfinite_steps: int = option(20, "stop the run after this many consecutive non-finite steps")
-    # Issue 14: stochastic weight averaging (asciiray.train.swa).
+    # Stochastic weight averaging (asciiray.train.swa): flatter minima for the last epochs' weights.
     swa_start: int | None = option(None, "stochastic weight averaging: train this many epochs as usual, then anneal the "
                                          "learning rate to --swa-lr and average the weights at the end of every "
                                          "later epoch; checkpoints then hold the averaged weights (off by default)")
     swa_lr: float | None = option(None, "the learning rate of the SWA epochs (default: --learning-rate; the "
                                         "prototype's notes used 0.05)")
-    # Issue 14: the rate of each step (asciiray.train.schedule).
+    # The rate of each step, from the step alone, so a resumed run continues the schedule exactly
+    # (asciiray.train.schedule).
     lr_schedule: Literal["constant", "cosine"] = option(
         "cosine", "learning-rate schedule over the run's steps: constant, or cosine (linear warm-up over "
                     "--lr-warmup of the steps, then a cosine decay to 0 at the run's last step: the end of its "
@@ -122,7 +123,7 @@ class CheckpointSection(Section):
     checkpoint_every: int = option(1, "save a checkpoint every N epochs (and always at the end)")
     keep_checkpoints: int = option(3, "keep the best K checkpoints (VAE: by val/ink_f1, renderer: by val/loss; "
                                       "the latest is always kept)")
-    # Issue 13: a time cadence for checkpoints, for runs whose epochs last seconds (asciiray.train.cadence).
+    # A time cadence for checkpoints, for runs whose epochs last seconds (asciiray.train.cadence).
     checkpoint_every_minutes: float | None = option(
         None, "instead of every --checkpoint-every epochs, save a checkpoint at the first epoch end at least "
               "this many minutes after the last one (and always at the end) (default: off)")
@@ -147,12 +148,12 @@ class LogSection(Section):
     print_every: int = option(1, "log a sample input|output every N epochs")
     progress_every_s: float = option(20.0, "inside an epoch, log steps done, samples/s and time left every this "
                                            "many seconds")
-    # Issue 13: step cadences of the rank-0 costs (asciiray.train.cadence).
+    # Step cadences of the rank-0 costs, for epochs too long to wait for (asciiray.train.cadence).
     val_every_steps: int | None = option(
         None, "validate every N training steps, inside epochs too (TensorBoard val_step/*, at the step); epoch "
               "ends then validate only where a checkpoint is written, and an epoch's metrics carry the latest "
               "validation (default: validate at every epoch end)")
-    # Issue 14: the prototype's notes validated every N epochs.
+    # Validating every N epochs saves the validation's cost on short epochs, as the prototype did.
     validation_every: int = option(1, "validate at every N-th epoch end (and the last); checkpoints follow "
                                       "validation: an epoch that does not validate writes no checkpoint, so every "
                                       "checkpoint is ranked by figures of its own weights; the epochs between "
@@ -188,11 +189,12 @@ class ResourcesSection(Section):
                                        "its workers)")
     max_failures: int = option(0, "restart the workers from the latest checkpoint up to N times after a failure")
     address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
-    # Issue 16: Ray Train's ScalingConfig(elastic_resize_monitor_interval_s), short in tests, long for long epochs.
+    # Ray Train's ScalingConfig(elastic_resize_monitor_interval_s): short in tests, long for long epochs, since
+    # each growth restarts the workers.
     resize_check_every_s: float = option(60.0, "an elastic run looks this often for room for more workers (up to "
                                                "MAX); growing restarts the workers from the latest checkpoint, so "
                                                "the work since it is done again")
-    # Issue 13: torch.compile (asciiray.train.compiled).
+    # torch.compile, checked on the driver first (asciiray.train.compiled).
     compile: bool = option(False, "torch.compile the model and the loss (needs a C++ compiler on CPU, Triton on "
                                   "a GPU; the first steps compile, for minutes on a CPU); results differ from "
                                   "eager ones by rounding only")
@@ -229,19 +231,20 @@ class VAEModelSection(Section):
     preset: VAE_PRESETS = option("small-map", "model preset: small-map (a global z and a 16x16 latent map under a "
                                               "learned prior p(map | z): room to draw), small (z alone), seed (the "
                                               "prototype's shapes), tiny (tests)")
-    # Issue 14: a new run from another run's weights (asciiray.train.vae.check_init_from).
+    # A new run from another run's weights (asciiray.train.vae.check_init_from), unlike --resume.
     init_from: str | None = option(None, "start a NEW run from the weights of this VAE checkpoint (a checkpoint or "
                                          "run directory, local or s3://) with this run's options: epoch 0, a fresh "
                                          "optimizer; the checkpoint must have this preset's shapes (--resume "
                                          "instead continues a run exactly)")
-    # Issue 14: the decoder starts from the corpus's character distribution.
+    # The decoder starts from the corpus's character distribution rather than uniform, so the first steps
+    # are not spent learning how common spaces are.
     output_prior: bool = option(True, "start the decoder's output bias at the training grids' log character "
                                       "frequencies (off: the preset's init, as the prototype)")
-    # Issue 13: a 96-channel head (asciiray.models.vae.VAEConfig.pad_head).
+    # A 96-channel head (asciiray.models.vae.VAEConfig.pad_head): GPU kernels favour multiples of 8 or 32.
     pad_head: bool = option(False, "give the decoder's last conv 96 output channels instead of 95 (a multiple "
                                    "of 8/32 for GPU kernels); the 96th logit is dropped before the softmax, so "
                                    "the probabilities, losses and metrics over the 95 characters are unchanged")
-    # Issue 14: the prototype's weight init (asciiray.models.vae.VAEConfig.init_std).
+    # The prototype's weight init (asciiray.models.vae.VAEConfig.init_std), to reproduce its recipe.
     init_std: float | None = option(None, "draw the conv, linear and embedding weights from N(0, init_std^2) and "
                                           "zero their biases, as the prototype did (default: the preset's init, "
                                           "PyTorch's own)")
@@ -389,12 +392,3 @@ def is_runtime(path: str) -> bool:
     """True for a dotted key that a resumed run may change."""
     return path in RUNTIME_PATHS or path.split(".")[0] in RUNTIME_SECTIONS
 
-
-# Sentinels of configs written before the sections: resuming such a run reads them as "unset".
-LEGACY_UNSET = {"corpus": "", "run_name": "", "address": "", "threads": 0, "crop": 0, "font_res": 0,
-                "font_zoom": 0.0, "channels": 0, "depth": -1, "max_pieces": -1}
-
-
-def from_legacy(values: dict[str, object]) -> dict[str, object]:
-    """A flat config stored by an older asciiray, its sentinels turned into None."""
-    return {k: None if k in LEGACY_UNSET and v == LEGACY_UNSET[k] else v for k, v in values.items()}

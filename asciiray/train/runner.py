@@ -19,7 +19,7 @@ from asciiray import config, corpus, data, storage
 from asciiray.errors import UserError
 from asciiray.runtime import ensure_ray
 from asciiray.train.job import RUN_FILE, RUN_FILE_VERSION, STOP_FILE, Job, run_uri
-from asciiray.train.options import BUDGET_PATHS, RunConfig, from_legacy, is_runtime
+from asciiray.train.options import BUDGET_PATHS, RunConfig, is_runtime
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def prepare(cfg: C, kind: str, check: Callable[[C], int],
         cfg = _replace(cfg, checkpoint={"run_name": f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"})
     cfg = _replace(cfg, checkpoint={"storage_path": storage.resolve(cfg.checkpoint.storage_path)})
     uri = uri_of(cfg)
-    storage.check_writable(cfg.checkpoint.storage_path)
+    storage.check_writable(cfg.checkpoint.storage_path, "--storage-path")
     stored_uri = storage.join(uri, RUN_FILE)
     if cfg.checkpoint.resume:
         cfg = _restore(cfg, kind, uri, stored_uri, explicit)
@@ -122,11 +122,10 @@ def _restore(cfg: C, kind: str, uri: str, stored_uri: str, explicit: set[str]) -
         raise UserError(f"{stored_uri} is not a readable run record: start a new run") from None
     if stored.get("kind") != kind:
         raise UserError(f"{uri} is a {stored.get('kind')} run, not a {kind} run")
-    version = stored.get("version", 1)
-    if version > RUN_FILE_VERSION:
-        raise UserError(f"run {uri} was written by a newer asciiray (run file version {version}): upgrade asciiray")
-    if version < RUN_FILE_VERSION:
-        values = from_legacy(values)
+    version = stored.get("version")
+    if version != RUN_FILE_VERSION:
+        raise UserError(f"run {uri} has a run file of version {version!r}; this asciiray reads version "
+                        f"{RUN_FILE_VERSION}: resume it with the asciiray that started it, or start a new run")
     try:
         previous = config.build(type(cfg), values, source=stored_uri)
     except UserError as exc:

@@ -1,4 +1,4 @@
-"""The learning-rate schedule: the rate of a step, from the step alone (issue 14).
+"""The learning-rate schedule: the rate of a step, from the step alone.
 
 A pure function of the step counter, which checkpoints already carry, so a
 resumed run continues the schedule exactly without a scheduler state of its own.

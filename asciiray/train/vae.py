@@ -106,7 +106,7 @@ class VAETask(Task):
     def show(self, model: torch.nn.Module, writer: Any, epoch: int) -> str | None:
         if self.sample is None:
             return None
-        from asciiray.render import pairs_picture
+        from asciiray.pictures import pairs_picture
 
         model.eval()
         with torch.no_grad():

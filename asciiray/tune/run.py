@@ -112,7 +112,7 @@ def _check_runnable(spec: Spec, resume: bool) -> None:
     corpus_uri, max_pieces = data.source(cfg.data.corpus, cfg.data.max_pieces)
     for preset in presets:
         data.plan(corpus_uri, get_preset(preset).grid, cfg.data.validation_prop, max_pieces)
-    storage.check_writable(spec.storage_path)
+    storage.check_writable(spec.storage_path, "storage_path")
     stored = storage.join(spec.uri, SPEC_FILE)
     if resume:
         if not storage.exists(stored):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asciiray import config, storage
+from asciiray import config, metrics, storage
 from asciiray.config import option
 from asciiray.errors import UserError
 from asciiray.train.options import BUDGET_PATHS, TrainConfig, is_runtime
@@ -30,14 +30,14 @@ SPEC_FILE = "asciiray-tune.json"
 TRIAL_PREFIX = "trial_"
 RUN_NAME = "train"
 
-# The metrics a spec may optimise, and their natural mode. `ink_ratio` (predicted / input ink) is left
-# out: its best value is 1, neither a minimum nor a maximum.
+# The terms of `losses.compute_losses`, each minimised.
+LOSS_TERMS = ("loss", "ce", "kl", "image")
+# The metrics a spec may optimise, and their natural mode: the loss terms and every metric of
+# `asciiray.metrics` that has a best direction, on either split.
 METRICS: dict[str, str] = {
     f"{split}/{name}": mode
     for split in ("val", "train")
-    for name, mode in (("loss", "min"), ("ce", "min"), ("kl", "min"), ("image", "min"), ("char_acc", "max"),
-                       ("nonspace_acc", "max"), ("space_collapse", "min"), ("ink_f1", "max"),
-                       ("ink_precision", "max"), ("ink_recall", "max"), ("near_collapse", "min"))
+    for name, mode in [*((term, "min") for term in LOSS_TERMS), *metrics.BETTER.items()] if mode
 }
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
 SEARCHES = ("random", "grid", "optuna")
