@@ -163,17 +163,21 @@ def compute_losses(model_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], c
                    weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
                    renderer: Renderer | None = None, tau: float | torch.Tensor = 1.0, kl_coeff: float = 1.0,
                    ce_recon_loss_scale: float = 1.0, image_recon_loss_coeff: float = 0.0,
-                   image_kind: str = "mse") -> dict[str, torch.Tensor]:
-    """The weighted total and its terms: keys loss, kl, ce, image (image is 0 when its coefficient is)."""
+                   image_kind: str = "mse", ce: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The weighted total and its terms: keys loss, kl, ce, image (image is 0 when its coefficient is).
+
+    `ce`: the cross entropy when the caller computed it already (asciiray.train.head_loss, which never
+    materialises the log-probabilities: model_out[0] is not read then unless the image term is on).
+    """
     logp, mu, logvar = model_out
     kl = kl_loss(mu, logvar)
-    ce = ce_loss(logp, codes, weight, label_smoothing)
+    ce = ce_loss(logp, codes, weight, label_smoothing) if ce is None else ce
     if image_recon_loss_coeff:
         if renderer is None:
             raise ValueError("image_recon_loss_coeff is non-zero but no renderer was given")
         image = image_loss(renderer, codes, logp, tau, kind=image_kind)
     else:
-        image = torch.zeros((), device=logp.device)
+        image = torch.zeros((), device=mu.device)
     loss = kl_coeff * kl + ce_recon_loss_scale * ce + image_recon_loss_coeff * image
     return {"loss": loss, "kl": kl, "ce": ce, "image": image}
 

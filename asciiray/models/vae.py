@@ -265,10 +265,16 @@ class VAE(nn.Module):
         logits = self.decoder(self.expand(z).contiguous(memory_format=torch.channels_last))
         return logits[:, :NUM_CHARS] if self.cfg.pad_head else logits
 
-    def forward(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(fp32 log-probabilities [B, 95, S, S], mu, logvar); eval mode decodes z = mu."""
+    def forward(self, codes: torch.Tensor, head: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(fp32 log-probabilities [B, 95, S, S], mu, logvar); eval mode decodes z = mu.
+
+        head=False returns the input of the last head conv (`self.decoder[-1]`) in place of the
+        log-probabilities, for a loss that applies that conv itself (asciiray.train.head_loss).
+        """
         mu, logvar = self.encode(codes)
         z = self.reparameterize(mu, logvar) if self.training else mu
+        if not head:
+            return self.decoder[:-1](self.expand(z).contiguous(memory_format=torch.channels_last)), mu, logvar
         return log_softmax_chars(self.decode(z)), mu, logvar
 
     @classmethod
