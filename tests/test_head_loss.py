@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 
 import pytest
 import torch
@@ -37,6 +38,12 @@ def test_equals_cross_entropy_of_the_conv(monkeypatch, padded, weighted, smoothi
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=0)
         assert torch.equal(pred, logits.argmax(dim=1))
+        later = []
+        thread = threading.Thread(target=lambda: later.append(torch.ones(10 ** 6).add_(1) is not None
+                                                               and torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert torch.get_num_threads() == 2 and later == [2], "the pool's one-thread setting leaked"
     finally:
         torch.set_num_threads(threads)
 

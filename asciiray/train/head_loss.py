@@ -112,15 +112,16 @@ class _Tail:
         if parts == 1:
             results = [self.part(*ranges[0])]
         else:
-            results = list(_pool(parts).map(lambda r: self.part(*r, threaded=True), ranges))
+            threads = torch.get_num_threads()
+            results = list(_pool(parts).map(lambda r: self.part(*r), ranges))
+            # A pool thread's torch.set_num_threads(1) also set the count that threads started later inherit.
+            torch.set_num_threads(threads)
         self.loss = torch.stack([loss for loss, _ in results]).sum()
         self.grad_wb = torch.stack([g for _, g in results]).sum(0) if self.grads else None
 
-    def part(self, lo: int, hi: int, threaded: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def part(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Loss and weight gradient of cells lo:hi, writing their predictions and feature gradients."""
-        if threaded:  # grad mode and thread count are per thread; a pool thread starts with the defaults
-            torch.set_num_threads(1)
-        with torch.no_grad():
+        with torch.no_grad():  # grad mode is per thread, and a pool thread's is on
             return self._part(lo, hi)
 
     def _part(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -164,5 +165,12 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     """A process-wide pool of at least `threads` threads (kept: a thread per step would cost its start)."""
     global _POOL
     if _POOL is None or _POOL._max_workers < threads:
-        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="head-loss")
+        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="head-loss", initializer=_one_thread)
     return _POOL
+
+
+def _one_thread() -> None:
+    """One intra-op thread for this thread: set, then fixed by a first parallel op (a thread's first
+    parallel op would otherwise take the process-wide count, which the caller restores)."""
+    torch.set_num_threads(1)
+    torch.zeros(1).add_(1)

@@ -303,7 +303,7 @@ def run(task_cls: type[Task], job: Job) -> None:
         metrics = {"epoch": epoch + 1, "step": step, "workers": world, **train_sums.reduce("train", device),
                    **latest_val, "lr": optimizer.param_groups[0]["lr"],
                    "samples_per_s": totals[0].item() / elapsed, "skipped_steps": int(totals[1].item()),
-                   "data_wait": batches.wait_s / elapsed,
+                   "data_wait": batches.wait_s / elapsed, "threads": torch.get_num_threads(),
                    **task.epoch_values(epoch)}
         history.append(metrics)
         text = None
