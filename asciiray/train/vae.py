@@ -28,11 +28,16 @@ class VAETask(Task):
 
     def __init__(self, job: Job, device: torch.device) -> None:
         super().__init__(job, device)
+        from asciiray import data
         from asciiray.losses import char_weights
         from asciiray.models import make_renderer
 
         loss = self.cfg.loss
         self.model_config = model_config(self.cfg)
+        # Ray Data materialised the corpus (asciiray.data.datasets): its grids fit in memory.
+        plan = job.plan
+        self.keeps_shards = plan is not None and ((plan.train + plan.val) * self.model_config.grid ** 2
+                                                  <= data.MATERIALIZE_BYTES)
         self.weight = char_weights(torch.tensor(job.plan.char_freq), loss.char_weights_scaling,
                                    loss.space_deemph).to(device)
         self.renderer = make_renderer(loss.renderer, loss.font_res, loss.font_zoom).to(device)
