@@ -45,9 +45,10 @@ class VAETask(Task):
         self.sample: torch.Tensor | None = None
         # The loss terms and metric sums of the decoder's output; torch.compile'd under --compile.
         self.terms = self.loss_terms
-        # Without the image term nothing reads the log-probabilities, so a 1x1 head conv is applied inside the
-        # cross entropy (asciiray.train.head_loss); a compiled step fuses its own tail instead.
-        self.fused_head = loss.image_recon_loss_coeff == 0
+        # Without the image term nothing reads the log-probabilities, so on a CPU a 1x1 head conv is applied
+        # inside the cross entropy (asciiray.train.head_loss), whose chunks a GPU would run as hundreds of small
+        # kernels; a compiled step fuses its own tail instead.
+        self.fused_head = loss.image_recon_loss_coeff == 0 and device.type == "cpu"
         self.tau: tuple[int, torch.Tensor] | None = None
 
     def build_model(self) -> torch.nn.Module:
