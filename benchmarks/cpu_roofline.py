@@ -154,9 +154,12 @@ def main() -> None:
         here = Path(__file__).resolve().parents[1]
         rates = plain_rates({f"baseline {args.baseline}": args.baseline.resolve(), f"this checkout {here}": here},
                             args.rounds, rest)
-        old, new = (statistics.median(v) for v in rates.values())
-        print(f"plain loop, median of {args.rounds} rounds: baseline {old:.1f}, this checkout {new:.1f} samples/s; "
-              f"ratio {new / old:.2f}")
+        old, new = rates.values()
+        pairs = [b / a for a, b in zip(old, new)]
+        print(f"plain loop, median of {args.rounds} rounds: baseline {statistics.median(old):.1f}, this checkout "
+              f"{statistics.median(new):.1f} samples/s; ratio of the medians "
+              f"{statistics.median(new) / statistics.median(old):.2f}; each round's ratio "
+              f"{', '.join(f'{r:.2f}' for r in pairs)}, median {statistics.median(pairs):.2f}")
         return
 
     device = torch.device("cpu")
