@@ -164,21 +164,23 @@ def compute_losses(model_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], c
                    renderer: Renderer | None = None, tau: float | torch.Tensor = 1.0, kl_coeff: float = 1.0,
                    ce_recon_loss_scale: float = 1.0, image_recon_loss_coeff: float = 0.0,
                    image_kind: str = "mse", global_dims: int | None = None,
-                   kl_map_coeff: float | None = None) -> dict[str, torch.Tensor]:
+                   kl_map_coeff: float | None = None, ce: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The weighted total and its terms: keys loss, kl, ce, image (image is 0 when its coefficient is).
 
     With `global_dims` (a two-level latent: the first `global_dims` entries are the global z, the
     rest the latent map, whitened by its prior), kl is their sum and kl_z and kl_map are reported
-    too; the map's term is weighted by `kl_map_coeff` (default: kl_coeff).
+    too; the map's term is weighted by `kl_map_coeff` (default: kl_coeff). `ce`: the cross entropy
+    when the caller computed it already (asciiray.train.head_loss, which never materialises the
+    log-probabilities: model_out[0] is not read then unless the image term is on).
     """
     logp, mu, logvar = model_out
-    ce = ce_loss(logp, codes, weight, label_smoothing)
+    ce = ce_loss(logp, codes, weight, label_smoothing) if ce is None else ce
     if image_recon_loss_coeff:
         if renderer is None:
             raise ValueError("image_recon_loss_coeff is non-zero but no renderer was given")
         image = image_loss(renderer, codes, logp, tau, kind=image_kind)
     else:
-        image = torch.zeros((), device=logp.device)
+        image = torch.zeros((), device=mu.device)
     terms = {"ce": ce, "image": image}
     if global_dims is not None and global_dims < mu.shape[1]:
         terms["kl_z"] = kl_loss(mu[:, :global_dims], logvar[:, :global_dims])

@@ -36,7 +36,11 @@ BETTER: dict[str, str | None] = {
 
 def reconstruction_sums(logp: torch.Tensor, codes: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every metric of the module docstring for a batch of scores [B, 95, S, S] and input codes [B, S, S]."""
-    pred = logp.argmax(dim=1)
+    return prediction_sums(logp.argmax(dim=1), codes)
+
+
+def prediction_sums(pred: torch.Tensor, codes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """reconstruction_sums of the predicted codes [B, S, S] (the scores' argmax) and input codes [B, S, S]."""
     codes = codes.long()
     right = pred == codes
     inked = codes != SPACE

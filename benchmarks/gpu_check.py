@@ -101,14 +101,17 @@ def top_kernels(bench: Bench, steps: int, n: int = 5) -> list[str]:
     return [f"{e.key[:60]} {getattr(e, key) / 1000 / steps:.2f} ms/step" for e in rows]
 
 
-def ray_path(cfg: TrainConfig) -> tuple[float, float]:
-    """Mean samples/s and data-wait share of `asciiray train` over the epochs after the first."""
+def ray_path(cfg: TrainConfig, callbacks: tuple[Any, ...] = ()) -> tuple[float, float, list[dict[str, Any]]]:
+    """Mean samples/s and data-wait share of `asciiray train` over the epochs after the first, and every
+    epoch's metrics."""
     from asciiray import checkpoint
 
-    result = train(cfg)
+    result = train(cfg, callbacks=callbacks)
     with result.checkpoint.as_directory() as d:
-        later = checkpoint.load_meta(d)["history"][1:]
-    return (sum(h["samples_per_s"] for h in later) / len(later), sum(h["data_wait"] for h in later) / len(later))
+        history = checkpoint.load_meta(d)["history"]
+    later = history[1:]
+    return (sum(h["samples_per_s"] for h in later) / len(later), sum(h["data_wait"] for h in later) / len(later),
+            history)
 
 
 def vae_setup(values: dict[str, Any], precision: str) -> tuple[TrainConfig, Job, torch.Tensor]:
@@ -168,7 +171,7 @@ def main() -> None:
             rate = Bench(VAETask(other_job, device), grids, 64, precision, device).rate(warmup, steps) * 64
             row(f"plain loop, preset {other}, batch 64", f"{rate:.0f} samples/s")
         try:
-            ray_rate, wait = ray_path(cfg)
+            ray_rate, wait, _ = ray_path(cfg)
             row("asciiray train, Ray 1 worker (epochs 2+)", f"{ray_rate:.0f} samples/s")
             row("Ray / plain", f"{ray_rate / plain:.3f}")
             row("Ray path data wait share", f"{wait:.1%}")
@@ -177,7 +180,7 @@ def main() -> None:
             row("asciiray train, Ray 1 worker", f"failed: {type(exc).__name__}: {exc}"[:200])
         n_gpus = torch.cuda.device_count() if gpu else 1
         if n_gpus > 1 and ray_rate:  # the same global batch over every GPU: efficiency = N-worker / (N x 1-worker)
-            many_rate, _ = ray_path(config.replace(cfg, num_workers=str(n_gpus), run_name="gpu-check-all"))
+            many_rate = ray_path(config.replace(cfg, num_workers=str(n_gpus), run_name="gpu-check-all"))[0]
             row("multi-GPU scaling, 1 -> all GPUs",
                 f"{many_rate / (n_gpus * ray_rate):.2f} efficiency ({n_gpus} workers: {many_rate:.0f} samples/s)")
         else:

@@ -24,8 +24,11 @@ import logging
 import os
 import sys
 import tempfile
+import time
+from typing import Any
 
 import torch
+from ray.train.v2.api.callback import UserCallback
 
 from asciiray.embedded import DEFAULT_CORPUS
 from asciiray.runtime import CPU_ALLOCATOR_ENV, cpu_allocator_env
@@ -72,7 +75,9 @@ def main() -> None:
         if args.plain_only:
             print(f"plain PyTorch loop: {before:.1f} samples/s")
             return
-        ours, wait = ray_path(cfg)
+        ours, wait, history = ray_path(cfg, (ReportTimes(os.path.join(runs, "reports.txt")),))
+        with open(os.path.join(runs, "reports.txt")) as f:
+            reported = [float(line) for line in f]
         after = plain()
     mean = (before + after) / 2
     print(f"device: {torch.cuda.get_device_name() if use_gpu else 'CPU'} ({threads} threads), preset {args.preset}, "
@@ -81,6 +86,23 @@ def main() -> None:
           f"after {after:.1f})")
     print(f"asciiray train (Ray Train, 1 worker): {ours:.1f} samples/s, data wait {wait:.1%}")
     print(f"ratio: {ours / mean:.3f}")
+    print(f"worker torch threads: {history[0]['threads']} (CPUs reserved per worker: {cfg.resources.cpus_per_worker:g})")
+    for i, (h, gap) in enumerate(zip(history[1:], (b - a for a, b in zip(reported, reported[1:]))), start=2):
+        steps_s = len(grids) / h["samples_per_s"] * (1 - h["data_wait"])
+        print(f"epoch {i}: {gap:.2f} s report to report, {steps_s:.2f} s in steps: {gap - steps_s:.2f} s besides "
+              f"(data wait {h['data_wait']:.1%}, validation, sample, checkpoint, report)")
+    print(f"epoch 1: data wait {history[0]['data_wait']:.1%}")
+
+
+class ReportTimes(UserCallback):
+    """Appends the controller's clock at each report to a file (the controller is another process)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def after_report(self, run_context: Any, metrics: Any, checkpoint: Any) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{time.time()}\n")
 
 
 if __name__ == "__main__":

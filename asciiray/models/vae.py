@@ -323,10 +323,11 @@ class VAE(nn.Module):
         mu, logvar = self.prior(features).float().flatten(1).chunk(2, dim=1)
         return features, mu, logvar.clamp(self.cfg.logvar_min, self.cfg.logvar_max)
 
-    def _bottom(self, features: torch.Tensor, latent_map: torch.Tensor) -> torch.Tensor:
+    def _bottom(self, features: torch.Tensor, latent_map: torch.Tensor, last: int | None = None) -> torch.Tensor:
+        """The decoder from the map_size features and the latent map, up to module `last` (None: all of it)."""
         m = latent_map.view(len(latent_map), self.cfg.map_channels, self.cfg.map_size, self.cfg.map_size)
         x = torch.cat([features, m.to(features.dtype)], dim=1).contiguous(memory_format=torch.channels_last)
-        return self.decoder[self._decoder_tap():](x)
+        return self.decoder[self._decoder_tap():last](x)
 
     def _logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits[:, :NUM_CHARS] if self.cfg.pad_head else logits
@@ -352,23 +353,27 @@ class VAE(nn.Module):
         _, mu, logvar = self._top(z)
         return torch.cat([z, mu + torch.exp(0.5 * logvar) * noise[:, self.cfg.z_dim:]], dim=1)
 
-    def forward(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, codes: torch.Tensor, head: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(fp32 log-probabilities [B, 95, S, S], mu, logvar); eval mode decodes the posterior means.
 
         mu and logvar are those of a standard-normal KL: for the map, the posterior is
         whitened by the prior p(map | z) at the sampled z, ((mu_q - mu_p) / sigma_p,
         logvar_q - logvar_p), which leaves KL(q || p) = KL(N(mu, exp(logvar)) || N(0, I)).
+        head=False returns the input of the last head conv (`self.decoder[-1]`) in place of the
+        log-probabilities, for a loss that applies that conv itself (asciiray.train.head_loss).
         """
         mu, logvar = self.encode(codes)
         latent = self.reparameterize(mu, logvar) if self.training else mu
+        last = len(self.decoder) if head else -1
         if not self.cfg.map_channels:
-            return log_softmax_chars(self.decode(latent)), mu, logvar
+            x = self.decoder[:last](self.expand(latent).contiguous(memory_format=torch.channels_last))
+            return (log_softmax_chars(self._logits(x)) if head else x), mu, logvar
         k = self.cfg.z_dim
         features, prior_mu, prior_logvar = self._top(latent[:, :k])
-        logits = self._logits(self._bottom(features, latent[:, k:]))
+        x = self._bottom(features, latent[:, k:], last)
         map_mu = (mu[:, k:] - prior_mu) * torch.exp(-0.5 * prior_logvar)
         map_logvar = logvar[:, k:] - prior_logvar
-        return (log_softmax_chars(logits), torch.cat([mu[:, :k], map_mu], dim=1),
+        return ((log_softmax_chars(self._logits(x)) if head else x), torch.cat([mu[:, :k], map_mu], dim=1),
                 torch.cat([logvar[:, :k], map_logvar], dim=1))
 
     @classmethod

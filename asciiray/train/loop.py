@@ -46,8 +46,14 @@ class Task:
     # Metric names (without the train/ or val/ prefix) the progress line shows, in this order.
     shown_metrics: tuple[str, ...] = ("loss",)
 
+    # Whether this worker's shards fit in memory (a subclass decides from the run's plan): they are then read
+    # from Ray Data once and kept on the device (shard_codes).
+    keeps_shards = False
+
     def __init__(self, job: Job, device: torch.device) -> None:
         self.job, self.cfg, self.device = job, job.cfg, device
+        self.kept: dict[str, torch.Tensor] = {}
+        self.order: torch.Generator | None = None
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -55,15 +61,36 @@ class Task:
     def shard_codes(self, split: str) -> Iterator[torch.Tensor]:
         """Code grid batches of this worker's shard of `split`, on the device. Training batches are
         drawn from a shuffle buffer of SHUFFLE_ROWS rows (the whole shard of a small corpus), so each
-        epoch sees the pieces in an order of its own."""
+        epoch sees the pieces in an order of its own. A kept shard is shuffled whole, here: each epoch
+        of Ray Data's iterator costs its start-up and the buffer's fill, seconds an epoch on a CPU."""
         import ray.train
 
-        size = per_worker_batch(self.cfg, ray.train.get_context().get_world_size())
+        ctx = ray.train.get_context()
+        size = per_worker_batch(self.cfg, ctx.get_world_size())
         shard = ray.train.get_dataset_shard(split)
+        if self.keeps_shards:
+            yield from self._kept_batches(split, shard, size, ctx.get_world_rank())
+            return
         buffer = max(SHUFFLE_ROWS, 4 * size) if split == "train" else None
         for batch in shard.iter_torch_batches(batch_size=size, device=self.device, local_shuffle_buffer_size=buffer,
                                               **feed_options(split == "train", self.device)):
             yield batch["codes"]
+
+    def _kept_batches(self, split: str, shard: Any, size: int, rank: int) -> Iterator[torch.Tensor]:
+        """Batches of the kept shard: training ones in a new order each epoch (a generator of its own, so
+        the model's random stream is the same as with Ray Data's shuffle), with feed_options' drop_last."""
+        if split not in self.kept:
+            blocks = [b["codes"] for b in shard.iter_torch_batches(batch_size=None, device=self.device)]
+            self.kept[split] = torch.cat(blocks) if blocks else torch.zeros(0, dtype=torch.uint8, device=self.device)
+        if self.order is None:
+            self.order = torch.Generator().manual_seed(self.cfg.optim.seed + rank)
+        codes = self.kept[split]
+        training = split == "train"
+        if training:
+            codes = codes[torch.randperm(len(codes), generator=self.order).to(self.device)]
+        drop_last = feed_options(training, self.device)["drop_last"]
+        for start in range(0, len(codes) - size + 1 if drop_last else len(codes), size):
+            yield codes[start:start + size]
 
     def batches(self, split: str, epoch: int) -> Iterable[Any]:
         """Batches of this worker's shard of `split` ('train' or 'val'), on the device."""
@@ -308,7 +335,7 @@ def run(task_cls: type[Task], job: Job) -> None:
         metrics = {"epoch": epoch + 1, "step": step, "workers": world, **train_sums.reduce("train", device),
                    **latest_val, "lr": optimizer.param_groups[0]["lr"],
                    "samples_per_s": totals[0].item() / elapsed, "skipped_steps": int(totals[1].item()),
-                   "data_wait": batches.wait_s / elapsed,
+                   "data_wait": batches.wait_s / elapsed, "threads": torch.get_num_threads(),
                    **task.epoch_values(epoch)}
         history.append(metrics)
         text = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 import torch
@@ -57,6 +58,7 @@ class TrainStep:
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.max_norm = grad_clip or math.inf
         self.autocast = autocast
+        self.device = device
         self.skipped = torch.zeros((), dtype=torch.int64, device=device)
         self.consecutive = torch.zeros((), dtype=torch.int64, device=device)
         self.worst = torch.zeros((), dtype=torch.int64, device=device)
@@ -72,7 +74,8 @@ class TrainStep:
         ok = torch.isfinite(norm) & torch.isfinite(loss.detach())
         self.optimizer.found_inf = (~ok).float()
         try:
-            self.optimizer.step()
+            with self.optimizer_threads():
+                self.optimizer.step()
         finally:
             del self.optimizer.found_inf
         self.scaler.update()
@@ -81,6 +84,21 @@ class TrainStep:
         self.consecutive.mul_(bad).add_(bad)
         torch.maximum(self.worst, self.consecutive, out=self.worst)
         return {name: torch.where(ok, pair.detach().double(), 0.0) for name, pair in stats.items()}
+
+    @contextmanager
+    def optimizer_threads(self) -> Iterator[None]:
+        """One intra-op thread for a CPU optimizer step: fused Adam runs a parallel region per parameter
+        tensor, each too small to share, and on a busy machine each one waits for a descheduled thread
+        (docs/PERFORMANCE.md: the small preset's Adam step, 2 threads against 1 on a loaded 2-core machine)."""
+        if self.device.type != "cpu":
+            yield
+            return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
     def read_counters(self) -> tuple[int, int]:
         """Skipped steps and the longest run of consecutive bad steps since the last read (host sync:

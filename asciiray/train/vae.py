@@ -28,11 +28,16 @@ class VAETask(Task):
 
     def __init__(self, job: Job, device: torch.device) -> None:
         super().__init__(job, device)
+        from asciiray import data
         from asciiray.losses import char_weights
         from asciiray.models import make_renderer
 
         loss = self.cfg.loss
         self.model_config = model_config(self.cfg)
+        # Ray Data materialised the corpus (asciiray.data.datasets): its grids fit in memory.
+        plan = job.plan
+        self.keeps_shards = plan is not None and ((plan.train + plan.val) * self.model_config.grid ** 2
+                                                  <= data.MATERIALIZE_BYTES)
         self.weight = char_weights(torch.tensor(job.plan.char_freq), loss.char_weights_scaling,
                                    loss.space_deemph).to(device)
         self.renderer = make_renderer(loss.renderer, loss.font_res, loss.font_zoom).to(device)
@@ -40,6 +45,10 @@ class VAETask(Task):
         self.sample: torch.Tensor | None = None
         # The loss terms and metric sums of the decoder's output; torch.compile'd under --compile.
         self.terms = self.loss_terms
+        # Without the image term nothing reads the log-probabilities, so on a CPU a 1x1 head conv is applied
+        # inside the cross entropy (asciiray.train.head_loss), whose chunks a GPU would run as hundreds of small
+        # kernels; a compiled step fuses its own tail instead.
+        self.fused_head = loss.image_recon_loss_coeff == 0 and device.type == "cpu"
         self.tau: tuple[int, torch.Tensor] | None = None
 
     def build_model(self) -> torch.nn.Module:
@@ -66,6 +75,15 @@ class VAETask(Task):
             yield codes
 
     def step(self, model: torch.nn.Module, codes: torch.Tensor, epoch: int):
+        from asciiray.charset import NUM_CHARS
+        from asciiray.train import head_loss
+
+        head = unwrapped(model).decoder[-1]
+        if self.fused_head and head_loss.applies(head):
+            out = model(codes, head=False)
+            ce, pred = head_loss.head_cross_entropy(out[0], head, codes, NUM_CHARS, self.weight,
+                                                    self.cfg.loss.ce_label_smoothing)
+            return self.loss_terms(out, codes, self.tau_of(epoch), ce, pred)
         return self.terms(model(codes), codes, self.tau_of(epoch))
 
     def tau_of(self, epoch: int) -> torch.Tensor:
@@ -78,24 +96,27 @@ class VAETask(Task):
         return self.tau[1]
 
     def loss_terms(self, out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], codes: torch.Tensor,
-                   tau: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss and metric sums of the model's output (logp, mu, logvar) for input codes."""
+                   tau: torch.Tensor, ce: torch.Tensor | None = None,
+                   pred: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss and metric sums of the model's output (logp, mu, logvar) for input codes; `ce` and the
+        predicted codes `pred` when the fused head computed them (out[0] is then the head's input)."""
         from asciiray.losses import compute_losses
-        from asciiray.metrics import metric_pair, reconstruction_sums
+        from asciiray.metrics import metric_pair, prediction_sums
 
         loss = self.cfg.loss
         terms = compute_losses(out, codes, weight=self.weight, label_smoothing=loss.ce_label_smoothing,
                                renderer=self.renderer, tau=tau, kl_coeff=loss.kl_coeff,
                                ce_recon_loss_scale=loss.ce_recon_loss_scale,
                                image_recon_loss_coeff=loss.image_recon_loss_coeff, image_kind=loss.image_loss,
-                               global_dims=self.model_config.z_dim, kl_map_coeff=loss.kl_map_coeff)
+                               global_dims=self.model_config.z_dim, kl_map_coeff=loss.kl_map_coeff, ce=ce)
         stats = {k: metric_pair(v.detach().double() * len(codes), len(codes)) for k, v in terms.items()}
-        stats.update(reconstruction_sums(out[0].detach(), codes))
+        stats.update(prediction_sums(out[0].detach().argmax(dim=1) if pred is None else pred, codes))
         return terms["loss"], stats
 
     def compiled(self, model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
         # The values that change during a run (tau) reach the compiled loss as tensors.
         self.terms = torch.compile(self.loss_terms, backend=backend)
+        self.fused_head = False
         return super().compiled(model, backend)
 
     def epoch_values(self, epoch: int) -> dict[str, float]:
@@ -130,6 +151,12 @@ class VAETask(Task):
         return {"kind": "vae", "preset": self.cfg.model.preset, "model": dataclasses.asdict(self.model_config),
                 "corpus": self.cfg.data.corpus, "char_freq": self.job.plan.char_freq,
                 "config": config.to_dict(self.cfg)}
+
+
+def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside torch.compile's and DDP's wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
 
 
 def model_config(cfg: TrainConfig) -> Any:
