@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,3 +23,14 @@ def test_gpu_check_smoke_prints_its_table(ray_session):
     for row in ("plain loop", "Ray / plain", "data wait share", "host syncs per step", "renderer training steps/s",
                 "top kernel 1", "plain loop, --compile", "plain loop, 96-channel head"):
         assert row in out.stdout, out.stdout
+
+
+def test_collapse_check_smoke_scores_real_art():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "collapse_check.py"), "--smoke"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["steps"] == 3 and result["val_pieces"] > 0
+    for figure in ("val_ink_f1", "val_ink_recall", "val_near_collapse", "val_space_collapse"):
+        assert 0.0 <= result[figure] <= 1.0, (figure, result)
+    assert result["holds"] == (result["val_near_collapse"] <= 0.05)

@@ -80,7 +80,7 @@ class VAETask(Task):
     def loss_terms(self, out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], codes: torch.Tensor,
                    tau: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss and metric sums of the model's output (logp, mu, logvar) for input codes."""
-        from asciiray.losses import compute_losses
+        from asciiray.losses import compute_losses, where_loss
         from asciiray.metrics import metric_pair, reconstruction_sums
 
         loss = self.cfg.loss
@@ -88,6 +88,9 @@ class VAETask(Task):
                                renderer=self.renderer, tau=tau, kl_coeff=loss.kl_coeff,
                                ce_recon_loss_scale=loss.ce_recon_loss_scale,
                                image_recon_loss_coeff=loss.image_recon_loss_coeff, image_kind=loss.image_loss)
+        if loss.where_coeff:
+            terms["where"] = where_loss(out[0], codes)
+            terms["loss"] = terms["loss"] + loss.where_coeff * terms["where"]
         stats = {k: metric_pair(v.detach().double() * len(codes), len(codes)) for k, v in terms.items()}
         stats.update(reconstruction_sums(out[0].detach(), codes))
         return terms["loss"], stats
