@@ -9,8 +9,8 @@ else the config's --n-epochs over the training pieces), then prints val
 ink_f1, near_collapse and space_collapse and draws validation inputs beside
 their reconstructions. The check holds when near_collapse <= 0.05.
 
-    .venv/bin/python benchmarks/collapse_check.py --steps 430 --png docs/quality/realart.png
-    .venv/bin/python benchmarks/collapse_check.py --steps 430 where_coeff=0     # the recipe before the fix
+    .venv/bin/python benchmarks/collapse_check.py --steps 430                    # the default recipe
+    .venv/bin/python benchmarks/collapse_check.py --steps 430 where_coeff=10 --png docs/quality/realart.png
     .venv/bin/python benchmarks/collapse_check.py --smoke                        # the same code, seconds
 """
 
