@@ -72,6 +72,21 @@ def ce_loss(logp: torch.Tensor, codes: torch.Tensor, weight: torch.Tensor | None
         return loss / total
 
 
+def where_loss(logp: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """BCE of the reconstruction's ink-or-space decision against the input's ink mask, mean over cells.
+
+    The argmax inks a cell only when one ink character beats the space. Where the model is sure of
+    ink but not of which character (real art draws a stroke with any of `/|\\_.-'`), the ink mass is
+    split and the space wins every cell: whole pictures come back blank. This term scores the decision
+    itself, the logit (best ink log-probability - space log-probability), so the cross entropy still
+    says which character and this one says where.
+    """
+    with torch.autocast(device_type=logp.device.type, enabled=False):
+        logp = logp.float()
+        margin = logp[:, SPACE + 1:].amax(dim=1) - logp[:, SPACE]
+        return F.binary_cross_entropy_with_logits(margin, (codes != SPACE).float())
+
+
 def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)), summed over the latent, mean over the batch."""
     mu, logvar = mu.float(), logvar.float()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -34,3 +35,14 @@ def figure(table: str, row: str, unit: str = "") -> float:
     match = re.search(rf"^{re.escape(row)}\s+([0-9.]+)\s*{re.escape(unit)}", table, re.MULTILINE)
     assert match, f"no figure in {unit or 'the'} row {row!r}:\n{table}"
     return float(match.group(1))
+
+
+def test_collapse_check_smoke_scores_real_art():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "collapse_check.py"), "--smoke"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["steps"] == 3 and result["val_pieces"] > 0
+    for figure in ("val_ink_f1", "val_ink_recall", "val_near_collapse", "val_space_collapse"):
+        assert 0.0 <= result[figure] <= 1.0, (figure, result)
+    assert result["holds"] == (result["val_near_collapse"] <= 0.05)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from asciiray.charset import NUM_CHARS, SPACE
 from asciiray.errors import UserError
 from asciiray.losses import (IMAGE_LOSSES, ce_loss, char_weights, compute_losses, gumbel_sample, gumbel_tau,
-                             image_distance, image_loss, kl_loss, random_roll, ssim)
+                             image_distance, image_loss, kl_loss, random_roll, ssim, where_loss)
 from asciiray.models import VAE, NeuralRenderer, get_preset, get_renderer_preset, make_renderer, one_hot
 from asciiray.render import straight_through_one_hot
 
@@ -260,6 +260,25 @@ def test_compute_losses_combines_the_terms():
     terms["loss"].backward()
     off = compute_losses(model(codes), codes, renderer=None, kl_coeff=0.1, image_recon_loss_coeff=0.0)
     assert off["image"].item() == 0.0
+
+
+def test_where_loss_scores_the_argmax_ink_decision():
+    # One ink cell whose ink mass (0.6) is split over three characters, so the space (0.4) wins the argmax,
+    # and one space cell: the term is the BCE of (best ink log-prob - space log-prob) against the ink mask.
+    probs = torch.full((1, NUM_CHARS, 1, 2), 1e-9)
+    probs[0, SPACE, 0, 0], probs[0, 1:4, 0, 0] = 0.4, 0.2
+    probs[0, SPACE, 0, 1], probs[0, 5, 0, 1] = 0.9, 0.1
+    logp = probs.log().requires_grad_()
+    codes = torch.tensor([[[2, SPACE]]])
+    loss = where_loss(logp, codes)
+    margins = torch.tensor([math.log(0.2 / 0.4), math.log(0.1 / 0.9)])
+    expected = (-F.logsigmoid(margins[0]) - F.logsigmoid(-margins[1])) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    # It raises the best ink character of the ink cell against the space, and lowers it in the space cell.
+    assert logp.grad[0, 1, 0, 0] < 0 < logp.grad[0, SPACE, 0, 0]
+    assert logp.grad[0, 5, 0, 1] > 0 > logp.grad[0, SPACE, 0, 1]
+    assert where_loss(perfect_logp(random_codes()), random_codes()).item() < 1e-6
 
 
 def test_random_roll_keeps_each_piece_and_is_vectorised():

@@ -256,7 +256,8 @@ class VAEModelSection(Section):
 
 @dataclass
 class LossSection(Section):
-    """The VAE's objective: loss = kl_coeff * kl + ce_recon_loss_scale * ce + image_recon_loss_coeff * image."""
+    """The VAE's objective: loss = kl_coeff * kl + ce_recon_loss_scale * ce + image_recon_loss_coeff * image
+    (+ where_coeff * where)."""
 
     kl_coeff: float = option(5e-4, "weight of the KL term, which is summed over z (the prototype averaged over "
                                    "z: its --kl-coeff 0.05 with z = 512 is 0.05 / 512, about 1e-4, here)")
@@ -273,6 +274,10 @@ class LossSection(Section):
                                               "used 0.7), 0 equal weights")
     ce_label_smoothing: float = option(0.0, "label smoothing of the cross entropy")
     roll_std: float = option(1.0, "std (cells) of the random roll augmentation (0: off)")
+    where_coeff: float = option(
+        0.0, "weight of the where term: BCE of each cell's ink-or-space decision (best ink character against "
+             "the space) against the input's ink mask; where a picture's strokes use many characters the space "
+             "otherwise wins every cell and the piece comes back blank (0: off)")
     renderer: str = option("continuous", "renderer of the image loss (differentiable): continuous, or "
                                          "neural:CHECKPOINT")
     font_res: int = option(4, "pixels per character cell in rendered images")
@@ -283,7 +288,8 @@ class LossSection(Section):
     def check(self) -> None:
         _at_least({"kl_coeff": self.kl_coeff, "ce_recon_loss_scale": self.ce_recon_loss_scale,
                    "image_recon_loss_coeff": self.image_recon_loss_coeff, "gumbel_tau_r": self.gumbel_tau_r,
-                   "char_weights_scaling": self.char_weights_scaling, "roll_std": self.roll_std}, 0)
+                   "char_weights_scaling": self.char_weights_scaling, "roll_std": self.roll_std,
+                   "where_coeff": self.where_coeff}, 0)
         _at_least({"font_res": self.font_res}, 1)
         if not self.space_deemph > 0 or not self.font_zoom > 0:
             raise UserError("--space-deemph and --font-zoom must be positive")

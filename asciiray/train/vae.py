@@ -45,10 +45,10 @@ class VAETask(Task):
         self.sample: torch.Tensor | None = None
         # The loss terms and metric sums of the decoder's output; torch.compile'd under --compile.
         self.terms = self.loss_terms
-        # Without the image term nothing reads the log-probabilities, so on a CPU a 1x1 head conv is applied
-        # inside the cross entropy (asciiray.train.head_loss), whose chunks a GPU would run as hundreds of small
-        # kernels; a compiled step fuses its own tail instead.
-        self.fused_head = loss.image_recon_loss_coeff == 0 and device.type == "cpu"
+        # Without the image and where terms nothing reads the log-probabilities, so on a CPU a 1x1 head conv is
+        # applied inside the cross entropy (asciiray.train.head_loss), whose chunks a GPU would run as hundreds of
+        # small kernels; a compiled step fuses its own tail instead.
+        self.fused_head = loss.image_recon_loss_coeff == 0 and not loss.where_coeff and device.type == "cpu"
         self.tau: tuple[int, torch.Tensor] | None = None
 
     def build_model(self) -> torch.nn.Module:
@@ -100,7 +100,7 @@ class VAETask(Task):
                    pred: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss and metric sums of the model's output (logp, mu, logvar) for input codes; `ce` and the
         predicted codes `pred` when the fused head computed them (out[0] is then the head's input)."""
-        from asciiray.losses import compute_losses
+        from asciiray.losses import compute_losses, where_loss
         from asciiray.metrics import metric_pair, prediction_sums
 
         loss = self.cfg.loss
@@ -109,6 +109,9 @@ class VAETask(Task):
                                ce_recon_loss_scale=loss.ce_recon_loss_scale,
                                image_recon_loss_coeff=loss.image_recon_loss_coeff, image_kind=loss.image_loss,
                                global_dims=self.model_config.z_dim, kl_map_coeff=loss.kl_map_coeff, ce=ce)
+        if loss.where_coeff:
+            terms["where"] = where_loss(out[0], codes)
+            terms["loss"] = terms["loss"] + loss.where_coeff * terms["where"]
         stats = {k: metric_pair(v.detach().double() * len(codes), len(codes)) for k, v in terms.items()}
         stats.update(prediction_sums(out[0].detach().argmax(dim=1) if pred is None else pred, codes))
         return terms["loss"], stats
