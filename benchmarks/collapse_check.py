@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from asciiray import render
+from asciiray import pictures
 from asciiray.metrics import score
 from recipe_probe import train, value  # this directory's
 
@@ -55,7 +55,7 @@ def main() -> None:
                       "holds": figures["near_collapse"] <= NEAR_COLLAPSE_MAX}))
     if args.png:
         args.png.parent.mkdir(parents=True, exist_ok=True)
-        render.save_picture(str(args.png), render.pairs_picture(run.val[:args.pairs].numpy(), recons.numpy()))
+        pictures.save_picture(str(args.png), pictures.pairs_picture(run.val[:args.pairs].numpy(), recons.numpy()))
 
 
 if __name__ == "__main__":
