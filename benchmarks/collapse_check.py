@@ -5,12 +5,12 @@ characters: see benchmarks/data/realart/README.md) are where a VAE tends to
 reconstruct whole pieces as blank space. This trains the default recipe (the
 run config's defaults, plus any `key=value` config keys given) in one process
 on one thread, as `recipe_probe.py` does, for the default budget (--steps, or
-else the config's --n-epochs over the training pieces), then prints val
+else the config's budget: 430 steps unless it says otherwise), then prints val
 ink_f1, near_collapse and space_collapse and draws validation inputs beside
 their reconstructions. The check holds when near_collapse <= 0.05.
 
-    .venv/bin/python benchmarks/collapse_check.py --steps 430                    # the default recipe
-    .venv/bin/python benchmarks/collapse_check.py --steps 430 where_coeff=10 --png docs/quality/realart.png
+    .venv/bin/python benchmarks/collapse_check.py --png docs/quality/realart.png   # the default recipe
+    .venv/bin/python benchmarks/collapse_check.py preset=small where_coeff=10
     .venv/bin/python benchmarks/collapse_check.py --smoke                        # the same code, seconds
 """
 
@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("options", nargs="*", help="config keys laid over the defaults, e.g. kl_coeff=1e-4")
     parser.add_argument("--corpus", default=str(REALART), help="a corpus, or a folder of .txt files")
-    parser.add_argument("--steps", type=int, help="the budget in steps (default: --n-epochs epochs)")
+    parser.add_argument("--steps", type=int, help="the budget in steps (default: the run's default budget)")
     parser.add_argument("--png", type=Path, help="write validation inputs beside their reconstructions here")
     parser.add_argument("--pairs", type=int, default=8, help="pairs in the PNG")
     parser.add_argument("--smoke", action="store_true", help="a few steps on a few pieces: checks the code paths")

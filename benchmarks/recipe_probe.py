@@ -36,6 +36,7 @@ from asciiray.embedded import DEFAULT_CORPUS
 from asciiray.metrics import score
 from asciiray.models import get_preset
 from asciiray.train import schedule
+from asciiray.train.options import DEFAULT_MAX_STEPS
 from asciiray.train.step import TrainStep, make_adam
 from asciiray.train.vae import LocalVAETask
 from gpu_check import vae_setup  # this directory's
@@ -85,7 +86,7 @@ class Probe:
 def train(options: dict[str, object], model_fields: dict[str, object] | None = None, epochs: float | None = None,
           steps: int | None = None, points: int = 4) -> Probe:
     """Train the recipe of `options` (flat config keys) for `steps`, or else `epochs` (default: the config's
-    n_epochs), on one thread.
+    budget: its n_epochs, else its max_steps, else the default step budget), on one thread.
 
     The model is the preset's with `model_fields` laid over it; the validation curve is scored at
     `points` evenly spaced steps. A `corpus` that is a folder of .txt files is built first, as
@@ -116,7 +117,8 @@ def _train(options: dict[str, object], model_fields: dict[str, object], epochs: 
     train_step = TrainStep(task.step, model, optimizer, torch.amp.GradScaler("cpu", enabled=False),
                            cfg.optim.grad_clip, nullcontext, device)
     steps_per_epoch = -(-len(grids) // cfg.data.batch_size)
-    total = steps or max(1, round((epochs or cfg.optim.n_epochs) * steps_per_epoch))
+    epochs = epochs or cfg.optim.n_epochs
+    total = steps or (max(1, round(epochs * steps_per_epoch)) if epochs else cfg.optim.max_steps or DEFAULT_MAX_STEPS)
     batches, curve = iter(task.batches("train", 0)), []
     started = time.process_time()
     for step in range(total):
