@@ -3,10 +3,13 @@
 A `Task` says what a model is, where its batches come from, how a batch
 becomes a loss and which metrics it reports; this module does the rest once:
 devices and DDP, precision, Adam, gradient clipping, skipped non-finite steps,
-metric reduction across workers, TensorBoard, and checkpoints reported to Ray
-Train together with the metrics of their epoch (so a restarted worker group
-resumes exactly there). The worker gets the driver's `Job`, config dataclass
-and all.
+validation, and checkpoints reported to Ray Train together with the metrics of
+their epoch (so a restarted worker group resumes exactly there). How those
+metrics reach the console and TensorBoard is asciiray.train.report's. The
+worker gets the driver's `Job`, config dataclass and all.
+
+`run` reads as the loop itself: a `Worker` is prepared, then each epoch's
+steps run (`Worker.train_epoch`) and its end follows (`Worker.end_epoch`).
 """
 
 from __future__ import annotations
