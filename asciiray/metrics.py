@@ -79,13 +79,25 @@ def ratios(sums: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(v[0] / v[1]) if v[1] > 0 else float("nan") for k, v in sums.items()}
 
 
+class Sums:
+    """Metric pairs summed over batches (name -> float64 [sum, count]); training sums them over workers too."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, torch.Tensor] = {}
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        """Add a batch's pairs, detached so that the sums hold no autograd graph."""
+        for name, pair in stats.items():
+            pair = pair.detach().double()
+            self.values[name] = self.values[name] + pair if name in self.values else pair
+
+
 @torch.no_grad()
 def score(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, float]:
     """Every metric of a VAE in eval mode (z = mu) over batches of code grids [B, S, S] on its device."""
     model.eval()
-    totals: dict[str, torch.Tensor] = {}
+    sums = Sums()
     for codes in batches:
         logp, _, _ = model(codes)
-        for name, pair in reconstruction_sums(logp, codes).items():
-            totals[name] = totals[name] + pair if name in totals else pair
-    return ratios(totals)
+        sums.add(reconstruction_sums(logp, codes))
+    return ratios(sums.values)

@@ -43,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from asciiray.embedded import DEFAULT_CORPUS
 from asciiray.runtime import cpu_allocator_env
-from asciiray.train.vae import VAETask
+from asciiray.train.vae_task import VAETask
 from gpu_check import Bench, vae_setup  # this directory's
 
 

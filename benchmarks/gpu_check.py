@@ -35,7 +35,8 @@ from asciiray.train.loop import autocast_for
 from asciiray.train.options import RendererTrainConfig, TrainConfig
 from asciiray.train.renderer import RendererTask
 from asciiray.train.step import TrainStep, make_adam
-from asciiray.train.vae import VAETask, train
+from asciiray.train.vae import train
+from asciiray.train.vae_task import VAETask
 
 
 class Bench:

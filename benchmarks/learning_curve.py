@@ -49,7 +49,7 @@ from asciiray.train import checkpoint as train_checkpoint
 from asciiray.train import schedule
 from asciiray.train.loop import autocast_for
 from asciiray.train.step import TrainStep, load_adam_state, make_adam
-from asciiray.train.vae import LocalVAETask
+from asciiray.train.local import LocalVAETask
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gpu_check import vae_setup  # noqa: E402  (this directory's)

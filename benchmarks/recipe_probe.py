@@ -38,7 +38,7 @@ from asciiray.models import get_preset
 from asciiray.train import schedule
 from asciiray.train.options import DEFAULT_MAX_STEPS
 from asciiray.train.step import TrainStep, make_adam
-from asciiray.train.vae import LocalVAETask
+from asciiray.train.local import LocalVAETask
 from gpu_check import vae_setup  # this directory's
 
 

@@ -20,7 +20,7 @@ import tempfile
 import torch
 
 from asciiray.embedded import DEFAULT_CORPUS
-from asciiray.train.vae import VAETask
+from asciiray.train.vae_task import VAETask
 from gpu_check import Bench, vae_setup  # this directory's
 
 

@@ -33,7 +33,7 @@ from ray.train.v2.api.callback import UserCallback
 from asciiray.embedded import DEFAULT_CORPUS
 from asciiray.runtime import CPU_ALLOCATOR_ENV, cpu_allocator_env
 from asciiray.train.runner import resolve_precision
-from asciiray.train.vae import VAETask
+from asciiray.train.vae_task import VAETask
 from gpu_check import Bench, ray_path, vae_setup  # this directory's
 
 

@@ -400,7 +400,7 @@ def vae_task(tmp_path, **kw):
 
     from asciiray.data import CorpusPlan
     from asciiray.train.job import Job
-    from asciiray.train.vae import VAETask
+    from asciiray.train.vae_task import VAETask
 
     cfg = train_config(tmp_path, "unused", **kw)
     plan = CorpusPlan(uri="unused", rows=64, fitting=64, over_grid=0, train=64, val=0, char_freq=[1.0] * 95)

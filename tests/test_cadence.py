@@ -11,7 +11,7 @@ import torch
 
 from asciiray.errors import UserError
 from asciiray.train.cadence import Cadence
-from asciiray.train.loop import StepWindow, progress_line
+from asciiray.train.report import StepWindow, progress_line
 from tests.conftest import (
     batches,
     history,

@@ -32,7 +32,8 @@ def test_init_from_pretrained_is_checked_on_the_driver():
     """`--init-from pretrained` names the shipped model; the default preset has its shapes."""
     from asciiray import config
     from asciiray.train.options import TrainConfig
-    from asciiray.train.vae import check_init_from, model_config
+    from asciiray.train.vae import check_init_from
+    from asciiray.train.vae_task import model_config
 
     cfg = config.build(TrainConfig, {"storage_path": "unused"})
     assert check_init_from(pretrained.NAME, model_config(cfg)) == str(pretrained.DIRECTORY)

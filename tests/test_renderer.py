@@ -111,7 +111,7 @@ def test_gradients_reach_the_decoder_through_the_frozen_renderer(tmp_path):
 
 def test_optimizer_steps_leave_the_frozen_renderer_bit_identical(tmp_path):
     """What the shared loop does in a VAE epoch: Adam over the model's trainable parameters, nothing else."""
-    from asciiray.train.vae import VAETask
+    from asciiray.train.vae_task import VAETask
 
     save_tiny_renderer(tmp_path)
     task = VAETask(vae_job(renderer=f"neural:{tmp_path}", image_recon_loss_coeff=1.0), torch.device("cpu"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from asciiray.train.step import TimedBatches
-from asciiray.train.vae import VAETask
+from asciiray.train.vae_task import VAETask
 from tests.conftest import batches, make_step, no_host_sync, vae_task
 
 

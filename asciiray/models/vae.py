@@ -156,7 +156,7 @@ class VAEConfig:
 
 
 PRESETS: dict[str, VAEConfig] = {
-    # The prototype's architecture exactly (DESIGN.md, Model): z = 512, every conv 5x5, every ReLU followed by
+    # The prototype's architecture, layer for layer: z = 512, every conv 5x5, every ReLU followed by
     # BatchNorm; encoder 95 -> 64 (64x64) -> 48 (32x32) -> 32 (16x16) -> 16 (12x12, unpadded) -> 8 (8x8,
     # unpadded) = 512; decoder linear 512 -> 512, ReLU, BN, 8x8x8 -> 16 (12x12) -> 32 (16x16) -> 48 (32x32)
     # -> 64 (64x64), conv 64 -> 95, ReLU, BN, conv 95 -> 95.
@@ -275,7 +275,7 @@ class VAE(nn.Module):
 
         The untrained decoder then predicts the corpus's character distribution (mostly
         spaces) instead of a uniform one, so the first epochs learn where ink goes rather
-        than the space prior; without it a small CPU budget ends over-inked (issue 14).
+        than the space prior; without it a short CPU run ends over-inked.
         """
         head = [m for m in self.decoder if isinstance(m, nn.Conv2d)][-1]
         prior = torch.as_tensor(counts, dtype=torch.float64).flatten() + 1.0

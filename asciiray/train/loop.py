@@ -3,33 +3,38 @@
 A `Task` says what a model is, where its batches come from, how a batch
 becomes a loss and which metrics it reports; this module does the rest once:
 devices and DDP, precision, Adam, gradient clipping, skipped non-finite steps,
-metric reduction across workers, TensorBoard, and checkpoints reported to Ray
-Train together with the metrics of their epoch (so a restarted worker group
-resumes exactly there). The worker gets the driver's `Job`, config dataclass
-and all.
+validation, and checkpoints reported to Ray Train together with the metrics of
+their epoch (so a restarted worker group resumes exactly there). How those
+metrics reach the console and TensorBoard is asciiray.train.report's. The
+worker gets the driver's `Job`, config dataclass and all.
+
+`run` reads as the loop itself: a `Worker` is prepared, then each epoch's
+steps run (`Worker.train_epoch`) and its end follows (`Worker.end_epoch`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from asciiray import checkpoint, storage
+from asciiray.metrics import Sums
 from asciiray.train import checkpoint as train_checkpoint
 from asciiray.train import schedule
 from asciiray.train.budget import Budget, rank0_values
 from asciiray.train.cadence import Cadence
 from asciiray.train.job import STOP_FILE, Job, per_worker_batch
+from asciiray.train.report import EpochProgress, EventLog, StepWindow, progress_line, reduced, route_logs
 from asciiray.train.step import TimedBatches, TrainStep, load_adam_state, make_adam
 from asciiray.train.swa import WeightAverage
 
@@ -122,285 +127,249 @@ class Task:
 
 
 def feed_options(training: bool, device: torch.device) -> dict[str, Any]:
-    """How Ray Data feeds a worker's batches (issue 13). Every run prefetches a few batches ahead of the
-    step; a GPU run also pins the host batches for an asynchronous copy and drops each epoch's short last
-    training batch (a batch of its own shape would cost a CUDA graph / kernel autotune of its own).
-    CPU runs keep the last batch, so what they compute is unchanged."""
+    """How Ray Data feeds a worker's batches, so that the step waits for the host as little as it can.
+
+    Every run prefetches a few batches ahead of the step; a GPU run also pins the host batches for an
+    asynchronous copy and drops each epoch's short last training batch (a batch of its own shape would
+    cost a CUDA graph / kernel autotune of its own). A CPU run, where a new shape costs nothing, keeps it
+    and trains on every piece each epoch."""
     gpu = device.type == "cuda"
     return {"prefetch_batches": 4, "pin_memory": gpu, "drop_last": gpu and training}
 
 
-class Sums:
-    """Metric numerators and denominators, summed over batches and then over workers."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, torch.Tensor] = {}
-
-    def add(self, stats: dict[str, torch.Tensor]) -> None:
-        for name, pair in stats.items():
-            pair = pair.detach().double()
-            self.values[name] = self.values[name] + pair if name in self.values else pair
-
-    def reduce(self, prefix: str, device: torch.device) -> dict[str, float]:
-        names = sorted(self.values)
-        flat = torch.stack([self.values[n] for n in names]).to(device) if names else torch.zeros(0, 2, device=device)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(flat)
-        return {f"{prefix}/{n}": s / c if c > 0 else float("nan") for n, (s, c) in zip(names, flat.tolist())}
-
-
-class EpochProgress:
-    """Rank 0's progress inside a long epoch, at a steady rate: steps done, samples/s, time left."""
-
-    def __init__(self, every_s: float, label: str, steps: int, enabled: bool) -> None:
-        self.every_s, self.label, self.steps, self.enabled = every_s, label, steps, enabled
-        self.started = self.last = time.perf_counter()
-
-    def tick(self, done: int, samples: int) -> None:
-        """Called after each step with the epoch's steps and samples so far (host-side counts: no sync)."""
-        now = time.perf_counter()
-        if not self.enabled or now - self.last < self.every_s:
-            return
-        self.last = now
-        elapsed = now - self.started
-        left = elapsed / done * max(0, self.steps - done)
-        log.info("epoch %s  step %d/%d  %.0f samples/s  about %s left in the epoch", self.label, done, self.steps,
-                 samples / elapsed, _duration(left))
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds + 0.5), 60)
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
-
-
-def autocast_for(precision: str, device: torch.device):
+def autocast_for(precision: str, device: torch.device) -> Any:
+    """The autocast context of --precision (none at 32 bits): the step's and validation's forward passes."""
     if precision == "32":
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-class EventLog:
-    """TensorBoard events from rank 0, written next to the run's checkpoints (local or S3)."""
-
-    def __init__(self, run_uri: str, enabled: bool) -> None:
-        self.writer = None
-        if not enabled:
-            return
-        from tensorboardX import SummaryWriter
-
-        self.target = storage.join(run_uri, "tensorboard")
-        self.local = (storage.resolve(self.target) if not storage.is_s3(run_uri)
-                      else tempfile.mkdtemp(prefix="asciiray-tb-"))
-        self.writer = SummaryWriter(logdir=self.local, flush_secs=30)
-
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        """Log the finite values; a NaN ratio counted nothing (e.g. ink precision of all-space output) and is
-        left out of the curve rather than drawn as a gap with a tensorboardX warning."""
-        if self.writer:
-            for name, value in values.items():
-                if math.isfinite(value):
-                    self.writer.add_scalar(name, value, step)
-
-    def sync(self) -> None:
-        """Flush, and mirror the event files to S3 when the run lives there."""
-        if not self.writer:
-            return
-        self.writer.flush()
-        if storage.is_s3(self.target):
-            for name in os.listdir(self.local):
-                with open(os.path.join(self.local, name), "rb") as f:
-                    storage.write_bytes(storage.join(self.target, name), f.read())
-
-
 def run(task_cls: type[Task], job: Job) -> None:
     """Body of the Ray Train `train_func`: train `task_cls` as the job says."""
-    import ray.train
-    import ray.train.torch
+    route_logs()
+    worker = Worker(task_cls, job)
+    for epoch in worker.budget.epochs(worker.first_epoch):
+        epoch_run = worker.train_epoch(epoch)
+        if epoch_run.consecutive_bad > job.cfg.optim.max_nonfinite_steps:
+            report_stop(job.run_uri, epoch, worker.rank,
+                        f"{epoch_run.consecutive_bad} consecutive steps had a non-finite loss or gradient")
+            return
+        worker.end_epoch(epoch, epoch_run)
 
-    # Our epoch lines go to the console through a handler of our own, as bare messages; the root
-    # logger's handlers (Ray's) get a filter for Ray Train's per-report INFO lines.
-    ours = logging.getLogger("asciiray")
-    if not ours.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        ours.addHandler(handler)
-        ours.propagate = False
-    ours.setLevel(logging.INFO)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_quiet_ray_train)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    cfg = job.cfg
-    torch.set_num_threads(cfg.resources.threads or max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
-    torch.manual_seed(cfg.optim.seed + rank)
-    precision = job.precision
 
-    task = task_cls(job, device)
-    model = task.build_model()
-    meta: dict[str, Any] = {"epoch": 0, "step": 0, "history": []}
-    state = None
-    offered = ray.train.get_checkpoint()
-    with train_checkpoint.resumed(job.run_uri, offered and train_checkpoint.uri_of(offered), announce=rank == 0) as d:
-        if d:
-            checkpoint.load_weights(d, model)
-            state = train_checkpoint.load_training_state(d)
-            meta = checkpoint.load_meta(d)
-            if rank == 0:
-                log.info("resuming from the checkpoint of epoch %d on %d worker(s)", meta["epoch"], world)
-        else:
-            task.initial_weights(model)
-    model = ray.train.torch.prepare_model(model)
-    bare = model.module if hasattr(model, "module") else model
-    if cfg.resources.compile:  # checkpoints, SWA and samples keep using `bare`, the eager module
-        model = task.compiled(model)
-    optimizer = make_adam([p for p in model.parameters() if p.requires_grad], cfg.optim.learning_rate, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
-    if state:
-        load_adam_state(optimizer, state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-    # Issue 14: stochastic weight averaging (None unless --swa-start).
-    swa = WeightAverage.of_run(cfg.optim.swa_start, cfg.optim.swa_lr, bare, optimizer)
-    if swa and state:
-        swa.load_state_dict(state["swa"], bare)
+@dataclass
+class EpochRun:
+    """What an epoch's steps leave for its end: this worker's metric sums, samples, time and step counters."""
 
-    events = EventLog(job.run_uri, enabled=rank == 0)
-    step, history = meta["step"], meta["history"]
-    n_epochs = cfg.optim.n_epochs
-    train_step = TrainStep(task.step, model, optimizer, scaler, cfg.optim.grad_clip,
-                           lambda: autocast_for(precision, device), device)
-    # Ray's equal split gives each worker train // world pieces; the last batch may be short.
-    steps_per_epoch = max(1, -(-(job.plan.train // world) // per_worker_batch(cfg, world)))
-    budget = Budget.of_run(cfg.optim, meta, steps_per_epoch, rank0_values(device))
-    cadence = Cadence(n_epochs, cfg.checkpoint.checkpoint_every, cfg.checkpoint.checkpoint_every_minutes,
-                      cfg.log.val_every_steps, cfg.log.log_every_steps, cfg.log.validation_every)
-    latest_val: dict[str, float] = {}  # the latest validation's figures, which an epoch's metrics carry
-    for epoch in budget.epochs(meta["epoch"]):
+    sums: Sums
+    samples: int
+    elapsed: float
+    wait_s: float
+    skipped: int
+    consecutive_bad: int
+
+
+class Worker:
+    """One worker's part of a run: built ready to train (prepare), then an epoch at a time
+    (train_epoch, its steps and their cadence points; end_epoch: weight averaging, validation,
+    the metrics, the epoch line and the report with its checkpoint)."""
+
+    def __init__(self, task_cls: type[Task], job: Job) -> None:
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        self.job, self.cfg, self.precision = job, job.cfg, job.precision
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        torch.set_num_threads(self.cfg.resources.threads
+                              or max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
+        torch.manual_seed(self.cfg.optim.seed + self.rank)
+        self.task = task_cls(job, self.device)
+        self.prepare()
+
+    def prepare(self) -> None:
+        """The model (resumed, or from the task's initial weights), DDP, the optimizer, SWA and the cadence."""
+        import ray.train.torch
+
+        cfg, device = self.cfg, self.device
+        model = self.task.build_model()
+        meta, state = self.restore(model)
+        model = ray.train.torch.prepare_model(model)
+        self.bare = model.module if hasattr(model, "module") else model
+        if cfg.resources.compile:  # checkpoints, SWA and samples keep using `bare`, the eager module
+            model = self.task.compiled(model)
+        self.model = model
+        self.optimizer = make_adam([p for p in model.parameters() if p.requires_grad], cfg.optim.learning_rate,
+                                   device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "16")
+        if state:
+            load_adam_state(self.optimizer, state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+        # Stochastic weight averaging of the last epochs (None unless --swa-start).
+        self.swa = WeightAverage.of_run(cfg.optim.swa_start, cfg.optim.swa_lr, self.bare, self.optimizer)
+        if self.swa and state:
+            self.swa.load_state_dict(state["swa"], self.bare)
+
+        self.events = EventLog(self.job.run_uri, enabled=self.rank == 0)
+        self.first_epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
+        self.train_step = TrainStep(self.task.step, model, self.optimizer, self.scaler, cfg.optim.grad_clip,
+                                    lambda: autocast_for(self.precision, device), device)
+        # Ray's equal split gives each worker train // world pieces; the last batch may be short.
+        self.steps_per_epoch = max(1, -(-(self.job.plan.train // self.world) // per_worker_batch(cfg, self.world)))
+        self.budget = Budget.of_run(cfg.optim, meta, self.steps_per_epoch, rank0_values(device))
+        self.cadence = Cadence(cfg.optim.n_epochs, cfg.checkpoint.checkpoint_every,
+                               cfg.checkpoint.checkpoint_every_minutes, cfg.log.val_every_steps,
+                               cfg.log.log_every_steps, cfg.log.validation_every)
+        self.latest_val: dict[str, float] = {}  # the latest validation's figures, which an epoch's metrics carry
+
+    def restore(self, model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Load the checkpoint Ray Train offers (or the run's latest) into `model`: its meta and training
+        state; a new run gets the task's initial weights, epoch 0 and no state."""
+        import ray.train
+
+        meta: dict[str, Any] = {"epoch": 0, "step": 0, "history": []}
+        state = None
+        offered = ray.train.get_checkpoint()
+        with train_checkpoint.resumed(self.job.run_uri, offered and train_checkpoint.uri_of(offered),
+                                      announce=self.rank == 0) as d:
+            if d:
+                checkpoint.load_weights(d, model)
+                state = train_checkpoint.load_training_state(d)
+                meta = checkpoint.load_meta(d)
+                if self.rank == 0:
+                    log.info("resuming from the checkpoint of epoch %d on %d worker(s)", meta["epoch"], self.world)
+            else:
+                self.task.initial_weights(model)
+        return meta, state
+
+    def train_epoch(self, epoch: int) -> EpochRun:
+        """The epoch's steps, until its batches run out or the budget cuts it short."""
         started = time.perf_counter()
-        if swa:
-            swa.begin_epoch(epoch)
-        model.train()
-        train_sums, samples, first_step = Sums(), 0, step
-        window = StepWindow(cadence.log_every_steps)
-        progress = EpochProgress(cfg.log.progress_every_s, budget.epoch_label(epoch + 1),
-                                 budget.epoch_steps(step, steps_per_epoch), rank == 0)
-        batches = TimedBatches(task.batches("train", epoch))
+        if self.swa:
+            self.swa.begin_epoch(epoch)
+        self.model.train()
+        sums, samples, first_step = Sums(), 0, self.step
+        window = StepWindow(self.cadence.log_every_steps)
+        progress = EpochProgress(self.cfg.log.progress_every_s, self.budget.epoch_label(epoch + 1),
+                                 self.budget.epoch_steps(self.step, self.steps_per_epoch), self.rank == 0)
+        batches = TimedBatches(self.task.batches("train", epoch))
         for batch in batches:
-            if not (swa and epoch >= swa.start):  # SWA epochs follow SWALR's rate instead
-                for group in optimizer.param_groups:
-                    group["lr"] = schedule.learning_rate(cfg.optim.learning_rate, step, budget.schedule_steps,
-                                                         cfg.optim.lr_schedule, cfg.optim.lr_warmup)
-            stats = train_step(batch, epoch)
-            train_sums.add(stats)
+            stats = self.train_batch(batch, epoch)
+            sums.add(stats)
             window.add(stats, len(batch))
-            step += 1
+            self.step += 1
             samples += len(batch)
-            progress.tick(step - first_step, samples)
-            # The step cadence points: each reads device values (a host sync) on every rank alike.
-            if cadence.logs_after(step):
-                scalars = window.read(device, optimizer.param_groups[0]["lr"])
-                events.scalars(scalars, step)
-            if cadence.validates_after(step):
-                latest_val = {**validate(task, model, epoch, precision, device), "val_step": step}
-                cadence.validated(step)
-                events.scalars({k.replace("val/", "val_step/"): v for k, v in latest_val.items()
-                                if k.startswith("val/")}, step)
-                model.train()
-            if budget.stops_after(step):  # the epoch is cut short here and becomes the run's last
-                cadence.ends_run()
+            progress.tick(self.step - first_step, samples)
+            if self.after_step(epoch, window):
                 break
         elapsed = time.perf_counter() - started
         # The epoch end is the cadence point where the step's on-device counters are read,
         # so a run of non-finite steps stops the run here rather than mid-epoch.
-        skipped, consecutive_bad = train_step.read_counters()
-        if consecutive_bad > cfg.optim.max_nonfinite_steps:
-            report_stop(job.run_uri, epoch, rank, f"{consecutive_bad} consecutive steps had a non-finite loss or gradient")
-            return
+        skipped, consecutive_bad = self.train_step.read_counters()
+        return EpochRun(sums, samples, elapsed, batches.wait_s, skipped, consecutive_bad)
+
+    def train_batch(self, batch: Any, epoch: int) -> dict[str, torch.Tensor]:
+        """One optimizer step at the schedule's learning rate; the batch's metric sums."""
+        if not (self.swa and epoch >= self.swa.start):  # SWA epochs follow SWALR's rate instead
+            for group in self.optimizer.param_groups:
+                group["lr"] = schedule.learning_rate(self.cfg.optim.learning_rate, self.step,
+                                                     self.budget.schedule_steps, self.cfg.optim.lr_schedule,
+                                                     self.cfg.optim.lr_warmup)
+        return self.train_step(batch, epoch)
+
+    def after_step(self, epoch: int, window: StepWindow) -> bool:
+        """The step cadence points, each reading device values (a host sync) on every rank alike: per-step
+        scalars and validation. True when the budget ends the run at this step (the epoch becomes its last)."""
+        if self.cadence.logs_after(self.step):
+            self.events.scalars(window.read(self.device, self.optimizer.param_groups[0]["lr"]), self.step)
+        if self.cadence.validates_after(self.step):
+            self.latest_val = {**self.validate(self.model, epoch), "val_step": self.step}
+            self.cadence.validated(self.step)
+            self.events.scalars({k.replace("val/", "val_step/"): v for k, v in self.latest_val.items()
+                                 if k.startswith("val/")}, self.step)
+            self.model.train()
+        if self.budget.stops_after(self.step):
+            self.cadence.ends_run()
+            return True
+        return False
+
+    def end_epoch(self, epoch: int, epoch_run: EpochRun) -> None:
+        """Average the weights, validate when due, then log the epoch and report it (with a checkpoint when due)."""
         # What validation, the sample and the checkpoint use: the averaged model in SWA epochs.
-        kept = swa.end_epoch(epoch, bare, task.batches("train", epoch)) if swa else bare
+        kept = self.swa.end_epoch(epoch, self.bare, self.task.batches("train", epoch)) if self.swa else self.bare
         # Rank 0's clock decides a timed checkpoint for every rank (the third total).
-        totals = torch.tensor([samples, skipped, rank == 0 and cadence.checkpoint_due(epoch)], dtype=torch.float64,
-                              device=device)
-        if world > 1:
+        due = self.rank == 0 and self.cadence.checkpoint_due(epoch)
+        totals = torch.tensor([epoch_run.samples, epoch_run.skipped, due], dtype=torch.float64, device=self.device)
+        if self.world > 1:
             dist.all_reduce(totals)
         keep = totals[2].item() > 0
-        if cadence.validates_at_epoch_end(epoch, keep, step) or (keep and kept is not bare):
-            latest_val = validate(task, model if kept is bare else kept, epoch, precision, device)
-            if cadence.val_every_steps:
-                latest_val["val_step"] = step
-            if cadence.validation_every > 1:
-                latest_val["val_epoch"] = epoch + 1
-            cadence.validated(step)
-        metrics = {"epoch": epoch + 1, "step": step, "workers": world, **train_sums.reduce("train", device),
-                   **latest_val, "lr": optimizer.param_groups[0]["lr"],
-                   "samples_per_s": totals[0].item() / elapsed, "skipped_steps": int(totals[1].item()),
-                   "data_wait": batches.wait_s / elapsed, "threads": torch.get_num_threads(),
-                   **task.epoch_values(epoch)}
-        history.append(metrics)
+        if self.cadence.validates_at_epoch_end(epoch, keep, self.step) or (keep and kept is not self.bare):
+            self.validate_epoch(epoch, kept)
+        metrics = {"epoch": epoch + 1, "step": self.step, "workers": self.world,
+                   **reduced(epoch_run.sums, "train", self.device), **self.latest_val,
+                   "lr": self.optimizer.param_groups[0]["lr"],
+                   "samples_per_s": totals[0].item() / epoch_run.elapsed, "skipped_steps": int(totals[1].item()),
+                   "data_wait": epoch_run.wait_s / epoch_run.elapsed, "threads": torch.get_num_threads(),
+                   **self.task.epoch_values(epoch)}
+        self.history.append(metrics)
+        if self.rank == 0:
+            self.log_epoch(epoch, metrics, kept, keep)
+        self.report(epoch, metrics, kept if keep else None)
+
+    def validate_epoch(self, epoch: int, kept: torch.nn.Module) -> None:
+        """The epoch end's validation, of the averaged weights in SWA epochs; the figures name where it ran."""
+        self.latest_val = self.validate(self.model if kept is self.bare else kept, epoch)
+        if self.cadence.val_every_steps:
+            self.latest_val["val_step"] = self.step
+        if self.cadence.validation_every > 1:
+            self.latest_val["val_epoch"] = epoch + 1
+        self.cadence.validated(self.step)
+
+    def validate(self, model: torch.nn.Module, epoch: int) -> dict[str, float]:
+        """The validation metrics (val/...) of `model` over every worker's validation shard; leaves it in eval
+        mode."""
+        model.eval()
+        sums = Sums()
+        with torch.no_grad():
+            for batch in self.task.batches("val", epoch):
+                with autocast_for(self.precision, self.device):
+                    _, stats = self.task.step(model, batch, epoch)
+                sums.add(stats)
+        return reduced(sums, "val", self.device)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, Any], kept: torch.nn.Module, keep: bool) -> None:
+        """Rank 0's TensorBoard scalars, sample and console line of the epoch."""
         text = None
-        if rank == 0:
-            events.scalars({k: v for k, v in metrics.items() if k not in ("epoch", "step")}, epoch + 1)
-            if (epoch + 1) % cfg.log.print_every == 0 or cadence.last_epoch(epoch):
-                text = task.show(kept, events.writer, epoch + 1)
-            if keep:  # an S3 run re-uploads its event files: at the checkpoint cadence
-                events.sync()
-            log.info("%s", progress_line(metrics, budget.where(epoch + 1, step), task.shown_metrics))
-            if text:
-                log.info("%s", text)
-        if not keep:
+        self.events.scalars({k: v for k, v in metrics.items() if k not in ("epoch", "step")}, epoch + 1)
+        if (epoch + 1) % self.cfg.log.print_every == 0 or self.cadence.last_epoch(epoch):
+            text = self.task.show(kept, self.events.writer, epoch + 1)
+        if keep:  # an S3 run re-uploads its event files: at the checkpoint cadence
+            self.events.sync()
+        log.info("%s", progress_line(metrics, self.budget.where(epoch + 1, self.step), self.task.shown_metrics))
+        if text:
+            log.info("%s", text)
+
+    def report(self, epoch: int, metrics: dict[str, Any], kept: torch.nn.Module | None) -> None:
+        """Report the epoch's metrics to Ray Train, with a checkpoint of `kept` (saved by rank 0) unless None."""
+        import ray.train
+
+        if kept is None:
             ray.train.report(metrics)
-            continue
+            return
         with tempfile.TemporaryDirectory(prefix="asciiray-ckpt-") as tmp:
             ckpt = None
-            if rank == 0:
-                train_checkpoint.save(tmp, kept, {**task.meta(), "epoch": epoch + 1, "step": step,
-                                                  "train_s": budget.spent_s(),
-                                                  "history": history, "metrics": metrics},
-                                      {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                                       **({"swa": swa.state_dict(bare)} if swa else {})})
+            if self.rank == 0:
+                train_checkpoint.save(tmp, kept, {**self.task.meta(), "epoch": epoch + 1, "step": self.step,
+                                                  "train_s": self.budget.spent_s(),
+                                                  "history": self.history, "metrics": metrics},
+                                      {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                                       **({"swa": self.swa.state_dict(self.bare)} if self.swa else {})})
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_upload_fn=train_checkpoint.uploader(job.run_uri))
-        cadence.checkpointed()
-
-
-def validate(task: Task, model: torch.nn.Module, epoch: int, precision: str, device: torch.device) -> dict[str, float]:
-    """The validation metrics (val/...) of `model` over every worker's validation shard; leaves it in eval mode."""
-    model.eval()
-    sums = Sums()
-    with torch.no_grad():
-        for batch in task.batches("val", epoch):
-            with autocast_for(precision, device):
-                _, stats = task.step(model, batch, epoch)
-            sums.add(stats)
-    return sums.reduce("val", device)
-
-
-class StepWindow:
-    """Metric sums of the steps since the last per-step scalars (--log-every-steps); off when `every` is None."""
-
-    def __init__(self, every: int | None) -> None:
-        self.enabled = bool(every)
-        self.sums, self.samples, self.started = Sums(), 0, time.perf_counter()
-
-    def add(self, stats: dict[str, torch.Tensor], samples: int) -> None:
-        if self.enabled:
-            self.sums.add(stats)
-            self.samples += samples
-
-    def read(self, device: torch.device, lr: float) -> dict[str, float]:
-        """train_step/<metric> over every worker, the rate and this worker's samples/s; then start anew."""
-        now = time.perf_counter()
-        values = {**self.sums.reduce("train_step", device), "train_step/lr": lr,
-                  "train_step/samples_per_s": self.samples / max(now - self.started, 1e-9)}
-        self.sums, self.samples, self.started = Sums(), 0, now
-        return values
-
-
-def _quiet_ray_train(record: logging.LogRecord) -> bool:
-    """Ray Train 2.60 logs every report at INFO from a logger named by its file path, which its own
-    LoggingConfig level misses; keep its warnings and errors only."""
-    return record.levelno >= logging.WARNING or "/ray/train/" not in record.pathname.replace("\\", "/")
+            ray.train.report(metrics, checkpoint=ckpt,
+                             checkpoint_upload_fn=train_checkpoint.uploader(self.job.run_uri))
+        self.cadence.checkpointed()
 
 
 def report_stop(run_uri: str, epoch: int, rank: int, reason: str) -> None:
@@ -415,18 +384,3 @@ def report_stop(run_uri: str, epoch: int, rank: int, reason: str) -> None:
         storage.write_bytes(storage.join(run_uri, STOP_FILE),
                             json.dumps({"epoch": epoch + 1, "reason": reason}).encode())
     ray.train.report({"epoch": epoch + 1, "stopped": reason})
-
-
-def progress_line(m: dict[str, Any], where: str, shown: tuple[str, ...]) -> str:
-    """One line per epoch: where the run stands (Budget.where), the task's declared metrics, train then
-    validation, and the throughput."""
-    keys = [k for k in shown if f"val/{k}" in m] or [k for k in shown if f"train/{k}" in m]
-    train = " ".join(f"{k} {m[f'train/{k}']:.4f}" for k in keys if f"train/{k}" in m)
-    val = " ".join(f"{k} {m[f'val/{k}']:.4f}" for k in keys if f"val/{k}" in m) or "none yet"
-    if "val_step" in m:  # --val-every-steps: the latest validation, at its step
-        val += f" (step {m['val_step']})"
-    elif m.get("val_epoch", m["epoch"]) != m["epoch"]:  # --validation-every: the latest validation's epoch
-        val += f" (epoch {m['val_epoch']})"
-    return (f"{where}  train: {train}  |  val: {val}  |  "
-            f"{m['samples_per_s']:.0f} samples/s, data wait {m.get('data_wait', 0.0):.0%}"
-            + (f", {m['skipped_steps']} skipped" if m["skipped_steps"] else ""))

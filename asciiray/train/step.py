@@ -1,4 +1,4 @@
-"""One training step with no host sync: the non-finite skip happens on the device (issue 13).
+"""One training step with no host sync: the non-finite skip happens on the device.
 
 A step whose loss or gradient norm is not finite must leave the weights and the
 optimizer's state as they were. Deciding that on the host (`bool(isfinite(...))`)
