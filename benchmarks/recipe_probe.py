@@ -36,9 +36,9 @@ from asciiray.embedded import DEFAULT_CORPUS
 from asciiray.metrics import score
 from asciiray.models import get_preset
 from asciiray.train import schedule
+from asciiray.train.local import LocalVAETask
 from asciiray.train.options import DEFAULT_MAX_STEPS
 from asciiray.train.step import TrainStep, make_adam
-from asciiray.train.local import LocalVAETask
 from gpu_check import vae_setup  # this directory's
 
 
