@@ -386,14 +386,6 @@ class VAE(nn.Module):
                                       "pass a run or checkpoint of `asciiray train`, or a model of `asciiray export`")
         return model.to(device).eval()
 
-    @torch.no_grad()
-    def sample(self, n: int, device: torch.device | str | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """fp32 log-probabilities [n, 95, S, S] decoded from the prior; call in eval mode."""
-        device = device if device is not None else next(self.parameters()).device
-        noise = torch.randn(n, self.cfg.latent_dim(), device=device, generator=generator)
-        return log_softmax_chars(self.decode(self.prior_latent(noise)))
-
 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not) of a model."""
