@@ -17,9 +17,11 @@ from tests.conftest import batches, vae_task
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_equals_cross_entropy_of_the_conv(monkeypatch, padded, weighted, smoothing):
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+def test_equals_cross_entropy_of_the_conv(monkeypatch, padded, weighted, smoothing, memory_format):
     """Loss, argmax and gradients equal F.cross_entropy of the 1x1 conv's first 95 logits, in float64,
-    across chunk and thread boundaries (chunks of 100 cells over 2 threads)."""
+    across chunk and thread boundaries (chunks of 100 cells over 2 threads), for features in either memory
+    format; the features' gradient keeps theirs."""
     monkeypatch.setattr(head_loss, "CHUNK_CELLS", 100)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -27,7 +29,7 @@ def test_equals_cross_entropy_of_the_conv(monkeypatch, padded, weighted, smoothi
         g = torch.Generator().manual_seed(0)
         head = torch.nn.Conv2d(8, 95 + padded, 1).double()
         x = torch.randn(3, 8, 16, 16, dtype=torch.float64, generator=g).contiguous(
-            memory_format=torch.channels_last).requires_grad_()
+            memory_format=memory_format).requires_grad_()
         codes = torch.randint(0, 95, (3, 16, 16), generator=g)
         weight = torch.rand(95, generator=g) + 0.1 if weighted else None
         logits = head(x)[:, :95]
@@ -35,8 +37,10 @@ def test_equals_cross_entropy_of_the_conv(monkeypatch, padded, weighted, smoothi
                                    label_smoothing=smoothing)
         loss, pred = head_loss.head_cross_entropy(x, head, codes, 95, weight, smoothing)
         params = [x, head.weight, head.bias]
-        for got, want in zip(torch.autograd.grad(3 * loss, params), torch.autograd.grad(3 * expected, params)):
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+        got = torch.autograd.grad(3 * loss, params)
+        for grad, want in zip(got, torch.autograd.grad(3 * expected, params)):
+            torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-7)
+        assert got[0].is_contiguous(memory_format=memory_format)
         torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=0)
         assert torch.equal(pred, logits.argmax(dim=1))
         later = []
@@ -80,6 +84,19 @@ def test_the_vae_step_computes_what_the_materialised_step_did(tmp_path, weighted
         torch.testing.assert_close(fused_stats[name], stats[name], rtol=1e-5, atol=1e-6, msg=name)
     for name in grads:
         torch.testing.assert_close(fused_grads[name], grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_tie_predicts_the_first_of_the_maxima():
+    """Like torch.argmax: cells whose largest logits are equal predict the first of those characters."""
+    head = torch.nn.Conv2d(2, 95, 1, bias=False)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[[7, 30, 60], 0] = 1.0  # feature 0 ties characters 7, 30 and 60
+        head.weight[[40, 41], 1] = 1.0  # feature 1 ties 40 and 41
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 2.0], [0.0, 0.0]]).t().reshape(1, 2, 2, 2)
+    _, pred = head_loss.head_cross_entropy(x, head, torch.zeros(1, 2, 2, dtype=torch.long), 95)
+    assert pred.flatten().tolist() == [7, 40, 40, 0]
+    assert torch.equal(pred, head(x).argmax(dim=1))
 
 
 def test_needs_a_1x1_conv():

@@ -55,107 +55,111 @@ class _HeadCrossEntropy(torch.autograd.Function):
                 grads: bool) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = features.shape
         classes = weight.shape[0]
-        # The bias as a weight column on a constant feature: one product per chunk gives logits, another
-        # the weight and bias gradients together.
-        cells = torch.ones(b * h * w, c + 1, device=features.device)
-        cells[:, :c] = features.permute(0, 2, 3, 1).reshape(-1, c)
-        wb = torch.cat([weight.float(), bias.float().unsqueeze(1) if bias is not None
-                        else weight.new_zeros(classes, 1, dtype=torch.float32)], dim=1)
-        targets = codes.reshape(-1).long()
+        # Each piece's features as [C, cells], a view of either memory format (a transposed operand to the
+        # products when channels-last): a chunk's logits come out [classes, cells], so every reduction over
+        # the classes is an elementwise pass along contiguous rows of cells.
+        x = features.float().flatten(2)
+        targets = codes.reshape(b, h * w).long()
         # Per-cell target weights and the class weights of the smoothing term, over the summed target
         # weights (F.cross_entropy's weighted mean).
         cw = class_weight.to(features.device, torch.float32) if class_weight is not None else None
-        cell_w = cw[targets] if cw is not None else torch.ones(len(targets), device=features.device)
+        cell_w = cw[targets] if cw is not None else torch.ones(targets.shape, device=features.device)
         total = cell_w.sum()
-        tail = _Tail(cells, wb, targets, cell_w / total, smoothing,
-                     (cw if cw is not None else wb.new_ones(classes)) * (smoothing / classes) / total, grads)
+        smooth = (cw if cw is not None else x.new_ones(classes)) * (smoothing / classes) / total
+        bias = bias.float() if bias is not None else x.new_zeros(classes)
+        tail = _Tail(x, weight.float(), bias, targets, cell_w / total, smoothing, smooth, grads)
         tail.run()
         ctx.mark_non_differentiable(tail.pred)
         # Gradients known in the forward pass, kept on ctx for backward to scale.
-        ctx.grads = (tail.grad_x, tail.grad_wb) if grads else None
-        ctx.shape, ctx.dtypes = (b, h, w, c), (features.dtype, weight.dtype)
+        ctx.grads = (tail.grad_x, tail.grad_w, tail.grad_b) if grads else None
+        ctx.shape, ctx.dtypes = features.shape, (features.dtype, weight.dtype)
         return tail.loss, tail.pred.view(b, h, w)
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, ...]:
-        grad_x, grad_wb = ctx.grads
+        grad_x, grad_w, grad_b = ctx.grads
         ctx.grads = None
-        b, h, w, c = ctx.shape
-        features = (grad_x * grad_loss).view(b, h, w, c).permute(0, 3, 1, 2).to(ctx.dtypes[0])
-        grad_wb = (grad_wb * grad_loss).to(ctx.dtypes[1])
-        bias = grad_wb[:, c] if ctx.needs_input_grad[2] else None
-        return features, grad_wb[:, :c], bias, None, None, None, None
+        features = grad_x.mul_(grad_loss).unflatten(2, ctx.shape[2:]).to(ctx.dtypes[0])
+        bias = (grad_b.view(-1) * grad_loss).to(ctx.dtypes[1]) if ctx.needs_input_grad[2] else None
+        return features, (grad_w * grad_loss).to(ctx.dtypes[1]), bias, None, None, None, None
 
 
 class _Tail:
-    """The chunked pass over cells [N, C + 1], split into one contiguous range of chunks per torch thread.
+    """The chunked pass over pieces' features [B, C, cells], split into one contiguous range of chunks per
+    torch thread.
 
-    Each range runs in a thread of its own with one intra-op thread: a chunk's kernels are too small to
-    share among threads, and on a busy machine every parallel region's barrier waits for a descheduled
-    thread. The ranges write disjoint rows of the prediction and the feature gradient; their loss and
-    weight-gradient parts are summed at the end.
+    A chunk is up to CHUNK_CELLS cells of one piece. Each range of chunks runs in a thread of its own with one
+    intra-op thread: a chunk's kernels are too small to share among threads, and on a busy machine every
+    parallel region's barrier waits for a descheduled thread. The ranges write disjoint parts of the
+    prediction and the feature gradient; their loss and weight-gradient parts are summed at the end.
     """
 
-    def __init__(self, cells: torch.Tensor, wb: torch.Tensor, targets: torch.Tensor, cell_w: torch.Tensor,
-                 smoothing: float, smooth: torch.Tensor, grads: bool) -> None:
-        self.cells, self.wb, self.targets, self.cell_w = cells, wb, targets, cell_w
-        self.smoothing, self.smooth, self.grads = smoothing, smooth, grads
+    def __init__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+                 cell_w: torch.Tensor, smoothing: float, smooth: torch.Tensor, grads: bool) -> None:
+        self.x, self.weight, self.bias, self.targets, self.cell_w = x, weight, bias.view(-1, 1), targets, cell_w
+        self.smoothing, self.smooth, self.grads = smoothing, smooth.view(-1, 1), grads
         self.pred = torch.empty_like(targets)
-        self.grad_x = cells.new_empty(len(cells), cells.shape[1] - 1) if grads else None
+        self.grad_x = torch.empty_like(x) if grads else None  # x's strides: the features' memory format
+        # Class k's rank from the end: the largest rank among the maxima is the first of them.
+        self.rank = torch.arange(len(weight), 0, -1, dtype=torch.float32, device=x.device).view(-1, 1)
 
     def run(self) -> None:
-        n = len(self.cells)
-        chunks = -(-n // CHUNK_CELLS)
-        parts = max(1, min(torch.get_num_threads(), chunks))
-        bounds = [i * chunks // parts * CHUNK_CELLS for i in range(parts)] + [n]
-        ranges = [(lo, min(hi, n)) for lo, hi in zip(bounds, bounds[1:])]
+        b, _, n = self.x.shape
+        chunks = [(i, j, min(j + CHUNK_CELLS, n)) for i in range(b) for j in range(0, n, CHUNK_CELLS)]
+        parts = max(1, min(torch.get_num_threads(), len(chunks)))
+        bounds = [i * len(chunks) // parts for i in range(parts + 1)]
+        ranges = [chunks[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
         if parts == 1:
-            results = [self.part(*ranges[0])]
+            results = [self.part(ranges[0])]
         else:
             threads = torch.get_num_threads()
-            results = list(_pool(parts).map(lambda r: self.part(*r), ranges))
+            results = list(_pool(parts).map(self.part, ranges))
             # A pool thread's torch.set_num_threads(1) also set the count that threads started later inherit.
             torch.set_num_threads(threads)
-        self.loss = torch.stack([loss for loss, _ in results]).sum()
-        self.grad_wb = torch.stack([g for _, g in results]).sum(0) if self.grads else None
+        self.loss = torch.stack([r[0] for r in results]).sum()
+        if self.grads:
+            self.grad_w = torch.stack([r[1] for r in results]).sum(0)
+            self.grad_b = torch.stack([r[2] for r in results]).sum(0)
 
-    def part(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Loss and weight gradient of cells lo:hi, writing their predictions and feature gradients."""
+    def part(self, chunks: list[tuple[int, int, int]]) -> tuple[torch.Tensor, ...]:
+        """Loss and weight and bias gradients of `chunks`, writing their predictions and feature gradients."""
         with torch.no_grad():  # grad mode is per thread, and a pool thread's is on
-            return self._part(lo, hi)
+            return self._part(chunks)
 
-    def _part(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        e, smooth = self.smoothing, self.smooth
-        weight = self.wb[:, :-1]
-        wbt = self.wb.t()
-        loss = self.wb.new_zeros(())
-        grad_wb = torch.zeros_like(self.wb) if self.grads else None
-        for start in range(lo, hi, CHUNK_CELLS):
-            part = slice(start, min(start + CHUNK_CELLS, hi))
-            xs, ts, ws = self.cells[part], self.targets[part], self.cell_w[part]
-            z = xs @ wbt
-            top, self.pred[part] = z.max(dim=1)
-            z.sub_(top.unsqueeze(1))
-            shifted_target = z.gather(1, ts.unsqueeze(1)).squeeze(1)
-            smoothed = z @ smooth if e else None
+    def _part(self, chunks: list[tuple[int, int, int]]) -> tuple[torch.Tensor, ...]:
+        e, smooth, classes = self.smoothing, self.smooth, len(self.weight)
+        loss = self.x.new_zeros(())
+        grad_w = torch.zeros_like(self.weight) if self.grads else None
+        grad_b = torch.zeros_like(self.bias) if self.grads else None
+        for i, lo, hi in chunks:
+            xs = self.x[i, :, lo:hi]
+            ts, ws = self.targets[i, lo:hi].unsqueeze(0), self.cell_w[i, lo:hi]
+            z = torch.addmm(self.bias, self.weight, xs)  # [classes, cells]
+            z.sub_(z.amax(dim=0))
+            shifted_target = z.gather(0, ts).squeeze(0)
+            smoothed = (z * smooth).sum() if e else None
             p = z.exp_()
-            total_p = p.sum(dim=1)
+            # The prediction is the first class whose shifted logit is 0, the maximum (exp gives exactly 1).
+            first = torch.floor(p).mul_(self.rank).amax(dim=0)
+            self.pred[i, lo:hi] = (classes - first.long()).clamp_(0, classes - 1)  # NaN logits: still a class
+            total_p = p.sum(dim=0)
             lse = total_p.log()
             # -log p_target = lse - (z_target - max); the smoothing term is -sum_k smooth_k log p_k.
             loss += (1.0 - e) * torch.dot(ws, lse - shifted_target)
             if e:
-                loss += lse.sum() * smooth.sum() - smoothed.sum()
+                loss += lse.sum() * smooth.sum() - smoothed
             if not self.grads:
                 continue
             # d loss / d z = (1 - e) w_t (p - onehot_t) + sum(smooth) p - smooth, p = softmax.
             row = (1.0 - e) * ws + (smooth.sum() if e else 0.0)
-            p.mul_((row / total_p).unsqueeze(1))
-            p.scatter_add_(1, ts.unsqueeze(1), (-(1.0 - e) * ws).unsqueeze(1))
+            p.mul_(row / total_p)
+            p.scatter_add_(0, ts, (-(1.0 - e) * ws).unsqueeze(0))
             if e:
                 p.sub_(smooth)
-            torch.mm(p, weight, out=self.grad_x[part])
-            grad_wb.addmm_(p.t(), xs)
-        return loss, grad_wb
+            torch.mm(self.weight.t(), p, out=self.grad_x[i, :, lo:hi])
+            grad_w.addmm_(p, xs.t())
+            grad_b += p.sum(dim=1, keepdim=True)
+        return loss, grad_w, grad_b
 
 
 _POOL: ThreadPoolExecutor | None = None
