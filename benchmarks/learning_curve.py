@@ -158,7 +158,7 @@ class Curve:
         optim = self.cfg.optim
         batches = iter(self.task.batches("train", 0))
         log.info("%s: preset %s, %d of %d steps done", self.name, self.cfg.model.preset, done, self.total_steps)
-        started = time.perf_counter()
+        started = saved = time.perf_counter()
         model.train()
         while done < self.total_steps:
             for group in train_step.optimizer.param_groups:
@@ -173,9 +173,14 @@ class Curve:
                 seconds += time.perf_counter() - started
                 self.record(model, done, seconds)
                 self.save(model, train_step, done, seconds)
-                started = time.perf_counter()
+                started = saved = time.perf_counter()
                 if stopping:
                     break
+            elif time.perf_counter() - saved > self.args.save_every * 60:
+                # Between points too, so a kill loses minutes of training, not the samples since the last point.
+                seconds += time.perf_counter() - started
+                self.save(model, train_step, done, seconds)
+                started = saved = time.perf_counter()
         self.export(model, done)
         return done >= self.total_steps
 
@@ -276,7 +281,8 @@ def child_command(args: argparse.Namespace, spec: str) -> list[str]:
     """This script on one recipe, reporting nothing (the parent writes the table and the picture)."""
     command = [sys.executable, __file__, "--recipe", spec, "--no-report", "--samples", str(args.samples),
                "--points", str(args.points), "--out", args.out, "--corpus", args.corpus, "--preset", args.preset,
-               "--score-pieces", str(args.score_pieces), "--device", args.device, "--threads", str(args.threads)]
+               "--score-pieces", str(args.score_pieces), "--device", args.device, "--threads", str(args.threads),
+               "--save-every", str(args.save_every)]
     if args.max_pieces is not None:
         command += ["--max-pieces", str(args.max_pieces)]
     if args.time_limit:
@@ -298,6 +304,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per recipe on a CPU")
     parser.add_argument("--time-limit", type=float, default=0, help="stop (resumably) after this many minutes")
+    parser.add_argument("--save-every", type=float, default=10,
+                        help="minutes between saves of the resumable state besides the scoring points")
     parser.add_argument("--parallel", action="store_true", help="train the recipes at once, one process each")
     parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--smoke", action="store_true", help="tiny preset, a few hundred samples: the code paths")
