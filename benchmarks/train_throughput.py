@@ -89,8 +89,9 @@ def main() -> None:
     print(f"worker torch threads: {history[0]['threads']} (CPUs reserved per worker: {cfg.resources.cpus_per_worker:g})")
     for i, (h, gap) in enumerate(zip(history[1:], (b - a for a, b in zip(reported, reported[1:]))), start=2):
         steps_s = len(grids) / h["samples_per_s"] * (1 - h["data_wait"])
-        print(f"epoch {i}: {gap:.2f} s report to report, {steps_s:.2f} s in steps: {gap - steps_s:.2f} s besides "
-              f"(data wait {h['data_wait']:.1%}, validation, sample, checkpoint, report)")
+        besides = gap - steps_s - h["val_s"]
+        print(f"epoch {i}: {gap:.2f} s report to report, {steps_s:.2f} s in steps, {h['val_s']:.2f} s validating: "
+              f"{besides:.2f} s besides (data wait {h['data_wait']:.1%}, sample, checkpoint, report)")
     print(f"epoch 1: data wait {history[0]['data_wait']:.1%}")
 
 

@@ -305,9 +305,11 @@ class Worker:
         if self.world > 1:
             dist.all_reduce(totals)
         keep = totals[2].item() > 0
+        started = time.perf_counter()
         if self.cadence.validates_at_epoch_end(epoch, keep, self.step) or (keep and kept is not self.bare):
             self.validate_epoch(epoch, kept)
         metrics = {"epoch": epoch + 1, "step": self.step, "workers": self.world,
+                   "val_s": time.perf_counter() - started,
                    **reduced(epoch_run.sums, "train", self.device), **self.latest_val,
                    "lr": self.optimizer.param_groups[0]["lr"],
                    "samples_per_s": totals[0].item() / epoch_run.elapsed, "skipped_steps": int(totals[1].item()),
