@@ -3,6 +3,7 @@ input (a killed worker's restart: test_reliability)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,7 @@ def test_two_worker_ddp_run_on_s3_then_resume(tiny_corpus, tmp_path, s3_bucket):
     from asciiray.train.checkpoint import load_training_state
 
     cfg = config(tmp_path, tiny_corpus, num_workers=2, n_epochs=2, storage_path=f"s3://{s3_bucket}/runs")
+    mirrors = set(Path(tempfile.gettempdir()).glob("asciiray-tb-*"))
     result = vae.train(cfg)
     assert result.metrics["epoch"] == 2
     run_dir = f"s3://{s3_bucket}/runs/t"
@@ -80,6 +82,7 @@ def test_two_worker_ddp_run_on_s3_then_resume(tiny_corpus, tmp_path, s3_bucket):
     assert any(k.startswith("runs/t/checkpoint_") and k.endswith("model.safetensors") for k in keys)
     assert any(k.startswith("runs/t/tensorboard/") for k in keys)
     assert not (tmp_path / "runs").exists(), "nothing of the run is stored locally"
+    assert set(Path(tempfile.gettempdir()).glob("asciiray-tb-*")) == mirrors, "the events' local mirror is gone"
 
     with pytest.raises(UserError, match="already exists"):
         vae.train(cfg)

@@ -149,13 +149,16 @@ def run(task_cls: type[Task], job: Job) -> None:
     """Body of the Ray Train `train_func`: train `task_cls` as the job says."""
     route_logs()
     worker = Worker(task_cls, job)
-    for epoch in worker.budget.epochs(worker.first_epoch):
-        epoch_run = worker.train_epoch(epoch)
-        if epoch_run.consecutive_bad > job.cfg.optim.max_nonfinite_steps:
-            report_stop(job.run_uri, epoch, worker.rank,
-                        f"{epoch_run.consecutive_bad} consecutive steps had a non-finite loss or gradient")
-            return
-        worker.end_epoch(epoch, epoch_run)
+    try:
+        for epoch in worker.budget.epochs(worker.first_epoch):
+            epoch_run = worker.train_epoch(epoch)
+            if epoch_run.consecutive_bad > job.cfg.optim.max_nonfinite_steps:
+                report_stop(job.run_uri, epoch, worker.rank,
+                            f"{epoch_run.consecutive_bad} consecutive steps had a non-finite loss or gradient")
+                return
+            worker.end_epoch(epoch, epoch_run)
+    finally:
+        worker.events.close()
 
 
 @dataclass

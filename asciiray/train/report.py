@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -120,6 +121,15 @@ class EventLog:
             for name, value in values.items():
                 if math.isfinite(value):
                     self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        """Close the writer; an S3 run's local directory goes (its events were mirrored at each sync)."""
+        if not self.writer:
+            return
+        self.writer.close()
+        self.writer = None
+        if storage.is_s3(self.target):
+            shutil.rmtree(self.local, ignore_errors=True)
 
     def sync(self) -> None:
         """Flush, and mirror the event files to S3 when the run lives there."""
