@@ -1,9 +1,11 @@
-"""The training step with `--compile` and `--pad-head` vs without, side by side in one process.
+"""The training step with `--compile`, `--pad-head` and `--precision bf16` vs without, side by side in one
+process.
 
-Three plain loops (gpu_check.Bench: the loop's own TrainStep on grids held in
+Plain loops (gpu_check.Bench: the loop's own TrainStep on grids held in
 memory), each with its own model and Adam: eager with the 95-channel head,
 `--compile` (torch.compile's inductor backend, compiled during the warm-up
-steps), and the 96-channel head. After --warmup steps each, they take turns
+steps), the 96-channel head, and (when --precision is 32) the eager step under
+bf16 autocast. After --warmup steps each, they take turns
 for --rounds rounds of --steps steps, so a busy machine slows all alike; prints
 the median samples/s of each and its ratio to eager.
 
@@ -47,6 +49,8 @@ def main() -> None:
                "--compile": Bench(VAETask(job, device), grids, args.batch_size, args.precision, device, "inductor"),
                "--pad-head (96 channels)": Bench(VAETask(padded, device), grids, args.batch_size, args.precision,
                                                  device)}
+    if args.precision == "32":
+        benches["--precision bf16"] = Bench(VAETask(job, device), grids, args.batch_size, "bf16", device)
     rates: dict[str, list[float]] = {name: [] for name in benches}
     for bench in benches.values():
         bench.rate(args.warmup, 0)
