@@ -155,15 +155,12 @@ class Curve:
         model, train_step, done, seconds = self.build()
         if done >= self.total_steps:
             return True
-        optim = self.cfg.optim
         batches = iter(self.task.batches("train", 0))
         log.info("%s: preset %s, %d of %d steps done", self.name, self.cfg.model.preset, done, self.total_steps)
         started = saved = time.perf_counter()
         model.train()
         while done < self.total_steps:
-            for group in train_step.optimizer.param_groups:
-                group["lr"] = schedule.learning_rate(optim.learning_rate, done, self.total_steps, optim.lr_schedule,
-                                                     optim.lr_warmup)
+            schedule.set_learning_rate(train_step.optimizer, self.cfg.optim, done, self.total_steps)
             train_step(next(batches), 0)
             done += 1
             stopping = time.monotonic() > deadline

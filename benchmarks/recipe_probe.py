@@ -51,6 +51,11 @@ def value(text: str) -> object:
 
 
 def main() -> None:
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__)
+        return
+    if bad := [arg for arg in sys.argv[1:] if "=" not in arg]:
+        raise SystemExit(f"recipe_probe: {bad[0]!r} is not key=value; see --help")
     pairs = dict(arg.split("=", 1) for arg in sys.argv[1:])
     epochs = float(pairs.pop("epochs")) if "epochs" in pairs else None
     steps = int(pairs.pop("steps")) if "steps" in pairs else None
@@ -123,9 +128,7 @@ def _train(options: dict[str, object], model_fields: dict[str, object], epochs: 
     started = time.process_time()
     for step in range(total):
         model.train()
-        for group in optimizer.param_groups:
-            group["lr"] = schedule.learning_rate(cfg.optim.learning_rate, step, total, cfg.optim.lr_schedule,
-                                                 cfg.optim.lr_warmup)
+        schedule.set_learning_rate(optimizer, cfg.optim, step, total)
         train_step(next(batches), step // steps_per_epoch)
         if points and (step + 1) % max(1, total // points) == 0:
             with torch.no_grad():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
+import torch
 
-from asciiray.train.schedule import learning_rate
+from asciiray.train.schedule import learning_rate, set_learning_rate
 
 
 def test_constant_is_the_base_rate():
@@ -30,3 +32,11 @@ def test_cosine_without_warmup_starts_at_the_base_rate():
 def test_unknown_schedule_is_refused():
     with pytest.raises(ValueError, match="cosine"):
         learning_rate(1e-3, 0, 10, "linear", 0.0)
+
+
+def test_set_learning_rate_gives_every_group_the_step_rate():
+    params = [torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)]
+    optimizer = torch.optim.SGD([{"params": params[:1]}, {"params": params[1:]}], lr=1.0)
+    optim = SimpleNamespace(learning_rate=1.0, lr_schedule="cosine", lr_warmup=0.1)
+    set_learning_rate(optimizer, optim, 40, 100)
+    assert [g["lr"] for g in optimizer.param_groups] == [learning_rate(1.0, 40, 100, "cosine", 0.1)] * 2

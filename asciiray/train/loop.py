@@ -276,10 +276,7 @@ class Worker:
     def train_batch(self, batch: Any, epoch: int) -> dict[str, torch.Tensor]:
         """One optimizer step at the schedule's learning rate; the batch's metric sums."""
         if not (self.swa and epoch >= self.swa.start):  # SWA epochs follow SWALR's rate instead
-            for group in self.optimizer.param_groups:
-                group["lr"] = schedule.learning_rate(self.cfg.optim.learning_rate, self.step,
-                                                     self.budget.schedule_steps, self.cfg.optim.lr_schedule,
-                                                     self.cfg.optim.lr_warmup)
+            schedule.set_learning_rate(self.optimizer, self.cfg.optim, self.step, self.budget.schedule_steps)
         return self.train_step(batch, epoch)
 
     def after_step(self, epoch: int, window: StepWindow) -> bool:

@@ -7,6 +7,7 @@ resumed run continues the schedule exactly without a scheduler state of its own.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 SCHEDULES = ("constant", "cosine")
 
@@ -27,3 +28,11 @@ def learning_rate(base: float, step: int, total: int, kind: str, warmup: float) 
         return base * (step + 1) / ramp
     done = min(1.0, (step - ramp) / max(1.0, total - ramp))
     return base * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def set_learning_rate(optimizer: Any, optim: Any, step: int, total: int) -> None:
+    """Give every parameter group of `optimizer` the rate of step `step` of `total` under the run's optimizer
+    section (`learning_rate`, `lr_schedule`, `lr_warmup`)."""
+    rate = learning_rate(optim.learning_rate, step, total, optim.lr_schedule, optim.lr_warmup)
+    for group in optimizer.param_groups:
+        group["lr"] = rate
