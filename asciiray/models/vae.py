@@ -335,6 +335,16 @@ class VAE(nn.Module):
     def _logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits[:, :NUM_CHARS] if self.cfg.pad_head else logits
 
+    def _decode(self, latent: torch.Tensor, head: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(the decoder's output for flat latents [B, latent_dim], p(map | z)'s flat (mu, log-variance), or
+        (None, None) without a map); head=False stops before the last head conv."""
+        last = len(self.decoder) if head else -1
+        if not self.cfg.map_channels:
+            return self.decoder[:last](self.expand(latent).contiguous(memory_format=torch.channels_last)), None, None
+        features, mu, logvar = self._top(latent[:, :self.cfg.z_dim])
+        return self._bottom(features, latent[:, self.cfg.z_dim:], last), mu, logvar
+
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Character logits [B, 95, S, S] (in the autocast dtype, if any) of flat latents [B, latent_dim].
 
@@ -342,10 +352,7 @@ class VAE(nn.Module):
         with their 95 characters contiguous for the softmax and the losses. A padded
         head's 96th channel is dropped here: nothing downstream can choose it.
         """
-        if not self.cfg.map_channels:
-            return self._logits(self.decoder(self.expand(latent).contiguous(memory_format=torch.channels_last)))
-        features, _, _ = self._top(latent[:, :self.cfg.z_dim])
-        return self._logits(self._bottom(features, latent[:, self.cfg.z_dim:]))
+        return self._logits(self._decode(latent)[0])
 
     def prior_latent(self, noise: torch.Tensor) -> torch.Tensor:
         """Flat latents from the prior, given standard normal noise [B, latent_dim]: z = its first z_dim
@@ -367,17 +374,14 @@ class VAE(nn.Module):
         """
         mu, logvar = self.encode(codes)
         latent = self.reparameterize(mu, logvar) if self.training else mu
-        last = len(self.decoder) if head else -1
+        x, prior_mu, prior_logvar = self._decode(latent, head)
+        out = log_softmax_chars(self._logits(x)) if head else x
         if not self.cfg.map_channels:
-            x = self.decoder[:last](self.expand(latent).contiguous(memory_format=torch.channels_last))
-            return (log_softmax_chars(self._logits(x)) if head else x), mu, logvar
+            return out, mu, logvar
         k = self.cfg.z_dim
-        features, prior_mu, prior_logvar = self._top(latent[:, :k])
-        x = self._bottom(features, latent[:, k:], last)
         map_mu = (mu[:, k:] - prior_mu) * torch.exp(-0.5 * prior_logvar)
         map_logvar = logvar[:, k:] - prior_logvar
-        return ((log_softmax_chars(self._logits(x)) if head else x), torch.cat([mu[:, :k], map_mu], dim=1),
-                torch.cat([logvar[:, :k], map_logvar], dim=1))
+        return out, torch.cat([mu[:, :k], map_mu], dim=1), torch.cat([logvar[:, :k], map_logvar], dim=1)
 
     @classmethod
     def from_checkpoint(cls, uri: str, device: torch.device | str = "cpu") -> VAE:
