@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,7 @@ class Task:
     def __init__(self, job: Job, device: torch.device) -> None:
         self.job, self.cfg, self.device = job, job.cfg, device
         self.kept: dict[str, torch.Tensor] = {}
+        self.reading: dict[str, Future] = {}
         self.order: torch.Generator | None = None
 
     def build_model(self) -> torch.nn.Module:
@@ -81,12 +83,28 @@ class Task:
                                               **feed_options(split == "train", self.device)):
             yield batch["codes"]
 
+    def read_kept_shards(self) -> None:
+        """Start reading the kept shards in background threads: Ray Data's start-up then overlaps the
+        model's set-up instead of the first epoch's steps."""
+        if not self.keeps_shards:
+            return
+        import ray.train
+
+        pool = ThreadPoolExecutor(2, thread_name_prefix="kept-shards")
+        for split in ("train", "val"):
+            self.reading[split] = pool.submit(self._read_shard, ray.train.get_dataset_shard(split))
+        pool.shutdown(wait=False)
+
+    def _read_shard(self, shard: Any) -> torch.Tensor:
+        blocks = [b["codes"] for b in shard.iter_torch_batches(batch_size=None, device=self.device)]
+        return torch.cat(blocks) if blocks else torch.zeros(0, dtype=torch.uint8, device=self.device)
+
     def _kept_batches(self, split: str, shard: Any, size: int, rank: int) -> Iterator[torch.Tensor]:
         """Batches of the kept shard: training ones in a new order each epoch (a generator of its own, so
         the model's random stream is the same as with Ray Data's shuffle), with feed_options' drop_last."""
         if split not in self.kept:
-            blocks = [b["codes"] for b in shard.iter_torch_batches(batch_size=None, device=self.device)]
-            self.kept[split] = torch.cat(blocks) if blocks else torch.zeros(0, dtype=torch.uint8, device=self.device)
+            reading = self.reading.pop(split, None)
+            self.kept[split] = reading.result() if reading else self._read_shard(shard)
         if self.order is None:
             self.order = torch.Generator().manual_seed(self.cfg.optim.seed + rank)
         codes = self.kept[split]
@@ -190,6 +208,7 @@ class Worker:
                               or max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
         torch.manual_seed(self.cfg.optim.seed + self.rank)
         self.task = task_cls(job, self.device)
+        self.task.read_kept_shards()
         self.prepare()
 
     def prepare(self) -> None:
