@@ -139,7 +139,8 @@ class _Tail:
             shifted_target = z.gather(0, ts).squeeze(0)
             smoothed = (z * smooth).sum() if e else None
             p = z.exp_()
-            # The prediction is the first class whose shifted logit is 0, the maximum (exp gives exactly 1).
+            # The prediction is the first class whose exp is exactly 1: the maximum, or a logit within float
+            # rounding of it (2^-25), which counts as a tie.
             first = torch.floor(p).mul_(self.rank).amax(dim=0)
             self.pred[i, lo:hi] = (classes - first.long()).clamp_(0, classes - 1)  # NaN logits: still a class
             total_p = p.sum(dim=0)
