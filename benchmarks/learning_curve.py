@@ -177,6 +177,7 @@ class Curve:
                 # Between points too, so a kill loses minutes of training, not the samples since the last point.
                 seconds += time.perf_counter() - started
                 self.save(model, train_step, done, seconds)
+                log.info("%s: state saved at step %d", self.name, done)
                 started = saved = time.perf_counter()
         self.export(model, done)
         return done >= self.total_steps

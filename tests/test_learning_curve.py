@@ -42,3 +42,13 @@ def test_learning_curve_smoke_stops_resumes_and_reports(tmp_path):
     table = (tmp_path / "curves.md").read_text()
     assert table.count("| default |") == 4 and table in out.stdout
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
+def test_the_state_is_saved_between_points(tmp_path):
+    """--save-every 0 saves after every step that is not a scoring point (16 steps, points 8, 11 and 16)."""
+    done = curve(tmp_path, "--recipe", "default", "--save-every", "0")
+    saved = [int(line.rsplit(" ", 1)[1]) for line in done.stderr.splitlines() if "state saved at step" in line]
+    assert saved == [1, 2, 3, 4, 5, 6, 7, 9, 10, 12, 13, 14, 15]
+    rows = [json.loads(line) for line in (tmp_path / "default" / "curve.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [8, 11, 16]
