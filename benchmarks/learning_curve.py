@@ -19,7 +19,8 @@ field of the preset's VAEConfig:
 
     .venv/bin/python benchmarks/learning_curve.py --samples 1000000 --out curves    # hours a recipe on 2 cores
     .venv/bin/python benchmarks/learning_curve.py --recipe default --recipe 'wide:model.decoder_channels=[32,32,32]'
-    .venv/bin/python benchmarks/learning_curve.py --parallel ...                        # one process per recipe (a GPU)
+    .venv/bin/python benchmarks/learning_curve.py --parallel ...                        # one process per recipe (a GPU; --threads 1 each on a CPU)
+    .venv/bin/python benchmarks/learning_curve.py --report-only ...                     # the table so far, no training
     .venv/bin/python benchmarks/learning_curve.py --smoke                               # the same code in seconds
 """
 
@@ -115,7 +116,7 @@ class Curve:
         values = {"corpus": args.corpus, "max_pieces": args.max_pieces, "storage_path": str(self.dir),
                   "run_name": "curve", "preset": args.preset,
                   **{k: v for k, v in options.items() if not k.startswith("model.")}}
-        precision = "bf16" if device.type == "cuda" else "32"
+        precision = args.precision if args.precision != "auto" else "bf16" if device.type == "cuda" else "32"
         self.cfg, job, grids = vae_setup(values, precision)
         self.precision = precision
         self.task = LocalVAETask(job, device, grids.to(device))
@@ -280,12 +281,26 @@ def child_command(args: argparse.Namespace, spec: str) -> list[str]:
     command = [sys.executable, __file__, "--recipe", spec, "--no-report", "--samples", str(args.samples),
                "--points", str(args.points), "--out", args.out, "--corpus", args.corpus, "--preset", args.preset,
                "--score-pieces", str(args.score_pieces), "--device", args.device, "--threads", str(args.threads),
-               "--save-every", str(args.save_every)]
+               "--save-every", str(args.save_every), "--precision", args.precision]
     if args.max_pieces is not None:
         command += ["--max-pieces", str(args.max_pieces)]
     if args.time_limit:
         command += ["--time-limit", str(args.time_limit)]
     return command
+
+
+def train_curves(args: argparse.Namespace, specs: list[str], device: torch.device) -> None:
+    """Train each recipe toward the budget: here one after the other, or one process each with --parallel."""
+    if args.parallel and len(specs) > 1:
+        children = [subprocess.Popen(child_command(args, spec)) for spec in specs]
+        failed = [spec for spec, child in zip(specs, children) if child.wait() != 0]
+        if failed:
+            raise SystemExit(f"recipes failed: {', '.join(failed)}")
+        return
+    deadline = time.monotonic() + args.time_limit * 60 if args.time_limit else math.inf
+    for spec in specs:
+        name, options = parse_recipe(spec)
+        Curve(name, options, args, device).run(deadline)
 
 
 def main() -> None:
@@ -301,10 +316,16 @@ def main() -> None:
     parser.add_argument("--score-pieces", type=int, default=512, help="validation and training pieces scored")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per recipe on a CPU")
+    parser.add_argument("--precision", choices=["auto", "32", "bf16"], default="auto",
+                        help="the step's precision: auto is bf16 on CUDA and fp32 on a CPU (bf16 pays on a CPU "
+                             "with AMX)")
     parser.add_argument("--time-limit", type=float, default=0, help="stop (resumably) after this many minutes")
     parser.add_argument("--save-every", type=float, default=10,
                         help="minutes between saves of the resumable state besides the scoring points")
     parser.add_argument("--parallel", action="store_true", help="train the recipes at once, one process each")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the table and picture of the points recorded so far (e.g. while "
+                             "the runs go on in the background)")
     parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--smoke", action="store_true", help="tiny preset, a few hundred samples: the code paths")
     args = parser.parse_args()
@@ -317,17 +338,9 @@ def main() -> None:
                           "cpu" if args.device == "auto" else args.device)
     torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True
-    deadline = time.monotonic() + args.time_limit * 60 if args.time_limit else math.inf
     names = [parse_recipe(spec)[0] for spec in specs]
-    if args.parallel and len(specs) > 1:
-        children = [subprocess.Popen(child_command(args, spec)) for spec in specs]
-        failed = [spec for spec, child in zip(specs, children) if child.wait() != 0]
-        if failed:
-            raise SystemExit(f"recipes failed: {', '.join(failed)}")
-    else:
-        for spec in specs:
-            name, options = parse_recipe(spec)
-            Curve(name, options, args, device).run(deadline)
+    if not args.report_only:
+        train_curves(args, specs, device)
     if args.no_report:
         return
     out = Path(args.out)

@@ -29,6 +29,10 @@ def test_learning_curve_smoke_stops_resumes_and_reports(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "default" / "curve.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1]
     assert (tmp_path / "default" / "state.pt").exists() and (tmp_path / "default" / "checkpoint").exists()
+    # --report-only writes the table of what is recorded so far, and trains nothing.
+    curve(tmp_path, "--recipe", "default", "--report-only")
+    assert (tmp_path / "curves.md").read_text().count("| default |") == 1
+    assert len((tmp_path / "default" / "curve.jsonl").read_text().splitlines()) == 1
 
     # Started again, it continues from step 1 to the budget (1,024 samples of batch 64: 16 steps) and reports.
     out = curve(tmp_path, "--recipe", "default")
