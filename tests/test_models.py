@@ -13,7 +13,7 @@ import torch
 from asciiray.charset import NUM_CHARS
 from asciiray.errors import UserError
 from asciiray.models import PRESETS, VAE, VAEConfig, count_parameters, get_preset, one_hot
-from asciiray.models.vae import describe, log_softmax_chars
+from asciiray.models.vae import BatchNorm2d, _Lookup, describe, log_softmax_chars
 
 
 def codes_for(cfg: VAEConfig, batch: int) -> torch.Tensor:
@@ -175,6 +175,37 @@ def test_embedding_input_equals_a_1x1_conv_on_the_one_hot():
         via_conv = torch.einsum("bcij,cd->bdij", one_hot(codes), model.embed.weight)
         assert torch.allclose(via_lookup, via_conv)
         assert model(codes)[0].shape == (2, NUM_CHARS, 16, 16)
+
+
+def test_the_lookup_gradient_equals_the_embedding_gradient():
+    """The table's gradient summed by bincount equals F.embedding's, repeated rows included."""
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(95, 8, dtype=torch.float64, generator=g, requires_grad=True)
+    index = torch.randint(0, 95, (5000,), generator=g)
+    grad = torch.randn(5000, 8, dtype=torch.float64, generator=g)
+    (got,) = torch.autograd.grad(_Lookup.apply(weight, index), weight, grad)
+    (want,) = torch.autograd.grad(torch.nn.functional.embedding(index, weight), weight, grad)
+    torch.testing.assert_close(got, want)
+    assert torch.equal(_Lookup.apply(weight, index), weight[index])
+
+
+@pytest.mark.parametrize("channels", [8, 16])
+def test_batch_norm_in_either_memory_format_computes_the_same(channels):
+    """The narrow BatchNorm's NCHW detour gives nn.BatchNorm2d's output, statistics and gradients, and hands
+    the layer below its gradient in the input's channels-last format."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, channels, 8, 8, dtype=torch.float64, generator=g).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    ours, plain = BatchNorm2d(channels).double(), torch.nn.BatchNorm2d(channels).double()
+    y, want = ours(x), plain(x)
+    torch.testing.assert_close(y, want)
+    torch.testing.assert_close(ours.running_var, plain.running_var)
+    grad = torch.randn(y.shape, dtype=torch.float64, generator=g)
+    (got,) = torch.autograd.grad(y, x, grad)
+    (expected,) = torch.autograd.grad(want, x, grad)
+    torch.testing.assert_close(got, expected)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert ours.state_dict().keys() == plain.state_dict().keys()
 
 
 def test_bf16_autocast_forward_returns_fp32():

@@ -14,14 +14,18 @@ on the logits of that conv, up to float rounding.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable, List, Tuple
 
 import torch
 from torch import nn
 
-# Cells per chunk: 4096 x 95 fp32 logits is 1.5 MiB, which stays in a core's L2 cache with its temporaries.
-CHUNK_CELLS = 4096
+log = logging.getLogger(__name__)
+
+# Cells per chunk: 2048 x 95 fp32 logits are 0.74 MiB, which stay in a core's L2 cache with their temporaries.
+CHUNK_CELLS = 2048
 
 
 def applies(head: nn.Module) -> bool:
@@ -99,7 +103,8 @@ class _Tail:
         self.x, self.weight, self.bias, self.targets, self.cell_w = x, weight, bias.view(-1, 1), targets, cell_w
         self.smoothing, self.smooth, self.grads = smoothing, smooth.view(-1, 1), grads
         self.pred = torch.empty_like(targets)
-        self.grad_x = torch.empty_like(x) if grads else None  # x's strides: the features' memory format
+        # x's strides: the features' memory format (an empty stand-in without gradients, for the script's types)
+        self.grad_x = torch.empty_like(x) if grads else x.new_empty(0)
         # Class k's rank from the end: the largest rank among the maxima is the first of them.
         self.rank = torch.arange(len(weight), 0, -1, dtype=torch.float32, device=x.device).view(-1, 1)
 
@@ -124,43 +129,69 @@ class _Tail:
     def part(self, chunks: list[tuple[int, int, int]]) -> tuple[torch.Tensor, ...]:
         """Loss and weight and bias gradients of `chunks`, writing their predictions and feature gradients."""
         with torch.no_grad():  # grad mode is per thread, and a pool thread's is on
-            return self._part(chunks)
+            return _chunk_pass(self.x, self.weight, self.bias, self.targets, self.cell_w, self.rank, self.pred,
+                               self.grad_x, self.smoothing, self.smooth, self.grads, CHUNK_CELLS, chunks)
 
-    def _part(self, chunks: list[tuple[int, int, int]]) -> tuple[torch.Tensor, ...]:
-        e, smooth, classes = self.smoothing, self.smooth, len(self.weight)
-        loss = self.x.new_zeros(())
-        grad_w = torch.zeros_like(self.weight) if self.grads else None
-        grad_b = torch.zeros_like(self.bias) if self.grads else None
-        for i, lo, hi in chunks:
-            xs = self.x[i, :, lo:hi]
-            ts, ws = self.targets[i, lo:hi].unsqueeze(0), self.cell_w[i, lo:hi]
-            z = torch.addmm(self.bias, self.weight, xs)  # [classes, cells]
-            z.sub_(z.amax(dim=0))
-            shifted_target = z.gather(0, ts).squeeze(0)
-            smoothed = (z * smooth).sum() if e else None
-            p = z.exp_()
-            # The prediction is the first class whose exp is exactly 1: the maximum, or a logit within float
-            # rounding of it (2^-25), which counts as a tie.
-            first = torch.floor(p).mul_(self.rank).amax(dim=0)
-            self.pred[i, lo:hi] = (classes - first.long()).clamp_(0, classes - 1)  # NaN logits: still a class
-            total_p = p.sum(dim=0)
-            lse = total_p.log()
-            # -log p_target = lse - (z_target - max); the smoothing term is -sum_k smooth_k log p_k.
-            loss += (1.0 - e) * torch.dot(ws, lse - shifted_target)
-            if e:
-                loss += lse.sum() * smooth.sum() - smoothed
-            if not self.grads:
-                continue
+
+def _chunk_pass(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+                cell_w: torch.Tensor, rank: torch.Tensor, pred: torch.Tensor, grad_x: torch.Tensor, e: float,
+                smooth: torch.Tensor, grads: bool, chunk_cells: int,
+                chunks: List[Tuple[int, int, int]]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss and weight and bias gradients of `chunks`, writing their predictions and feature gradients."""
+    classes, features = weight.shape[0], weight.shape[1]
+    loss = x.new_zeros(())
+    # The bias as one more input feature that is always 1: the logits and the weight and bias gradients are
+    # then one product each, with no pass to add the bias or to sum the bias gradient.
+    weight_bias = torch.cat([weight, bias], dim=1)
+    grad_weight_bias = torch.zeros_like(weight_bias)
+    inputs = x.new_ones(features + 1, chunk_cells)
+    weight_t = weight.t()
+    smooth_sum = float(smooth.sum()) if e != 0.0 else 0.0
+    for chunk in chunks:
+        i, lo, hi = chunk
+        xs = inputs[:, :hi - lo]
+        xs[:features].copy_(x[i, :, lo:hi])
+        ts, ws = targets[i, lo:hi].unsqueeze(0), cell_w[i, lo:hi]
+        z = torch.mm(weight_bias, xs)  # [classes, cells]
+        z.sub_(z.amax(dim=0))
+        shifted_target = z.gather(0, ts).squeeze(0)
+        smoothed = (z * smooth).sum() if e != 0.0 else loss.new_zeros(())
+        p = z.exp_()
+        # The prediction is the first class whose exp is exactly 1: the maximum, or a logit within float
+        # rounding of it (2^-25), which counts as a tie.
+        first = torch.floor(p).mul_(rank).amax(dim=0)
+        pred[i, lo:hi] = (classes - first.long()).clamp_(0, classes - 1)  # NaN logits: still a class
+        total_p = p.sum(dim=0)
+        lse = total_p.log()
+        # -log p_target = lse - (z_target - max); the smoothing term is -sum_k smooth_k log p_k.
+        loss += (1.0 - e) * torch.dot(ws, lse - shifted_target)
+        if e != 0.0:
+            loss += lse.sum() * smooth_sum - smoothed
+        if grads:
             # d loss / d z = (1 - e) w_t (p - onehot_t) + sum(smooth) p - smooth, p = softmax.
-            row = (1.0 - e) * ws + (smooth.sum() if e else 0.0)
+            row = (1.0 - e) * ws + smooth_sum
             p.mul_(row / total_p)
             p.scatter_add_(0, ts, (-(1.0 - e) * ws).unsqueeze(0))
-            if e:
+            if e != 0.0:
                 p.sub_(smooth)
-            torch.mm(self.weight.t(), p, out=self.grad_x[i, :, lo:hi])
-            grad_w.addmm_(p, xs.t())
-            grad_b += p.sum(dim=1, keepdim=True)
-        return loss, grad_w, grad_b
+            torch.mm(weight_t, p, out=grad_x[i, :, lo:hi])
+            grad_weight_bias.addmm_(p, xs.t())
+    return loss, grad_weight_bias[:, :features], grad_weight_bias[:, features:]
+
+
+def _script(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` compiled by TorchScript, which runs its loop of small kernels without the interpreter's cost per
+    operator or its global lock (the pool's threads overlap); `fn` itself where TorchScript is missing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; nothing that
+        try:                                                 # replaces it runs without a C++ compiler
+            return torch.jit.script(fn)
+        except Exception as error:  # no TorchScript in this torch, or no source files to compile (a zipped app)
+            log.warning("the fused head loss runs uncompiled: %s", error)
+            return fn
+
+
+_chunk_pass = _script(_chunk_pass)
 
 
 _POOL: ThreadPoolExecutor | None = None
