@@ -7,23 +7,26 @@ import torch
 from tests.conftest import vae_task
 
 
-class FakeShard:
-    """What the loop reads of a Ray Data shard: blocks of code grids, counting the iterators made."""
+class CountedShard:
+    """A Ray Data dataset of code grids in blocks of 7, counting the iterators the loop makes of it."""
 
     def __init__(self, codes: torch.Tensor) -> None:
-        self.codes, self.iterators = codes, 0
+        import ray.data
 
-    def iter_torch_batches(self, batch_size=None, device=None):
+        self.dataset = ray.data.from_items([{"codes": grid} for grid in codes.numpy()]).repartition(
+            -(-len(codes) // 7))
+        self.iterators = 0
+
+    def iter_batches(self, **options):
         self.iterators += 1
-        for block in self.codes.split(7):
-            yield {"codes": block.to(device)}
+        return self.dataset.iter_batches(**options)
 
 
-def test_a_kept_shard_is_read_once_and_reshuffled_every_epoch(tmp_path):
+def test_a_kept_shard_is_read_once_and_reshuffled_every_epoch(tmp_path, ray_session):
     task = vae_task(tmp_path)
     assert task.keeps_shards, "the test plan's 64 tiny grids fit in memory"
     codes = torch.arange(30, dtype=torch.uint8).view(30, 1, 1).expand(30, 16, 16).contiguous()
-    train, val = FakeShard(codes), FakeShard(codes)
+    train, val = CountedShard(codes), CountedShard(codes)
     epochs = [torch.cat([b[:, 0, 0] for b in task._kept_batches("train", train, 8, rank=0)]) for _ in range(3)]
     assert train.iterators == 1
     assert all(sorted(e.tolist()) == list(range(30)) for e in epochs), "every piece once an epoch"
@@ -34,5 +37,5 @@ def test_a_kept_shard_is_read_once_and_reshuffled_every_epoch(tmp_path):
         assert torch.equal(torch.cat(list(task._kept_batches("val", val, 8, rank=0))), codes)
     assert val.iterators == 1
     again = vae_task(tmp_path)
-    first = torch.cat([b[:, 0, 0] for b in again._kept_batches("train", FakeShard(codes), 8, rank=0)])
+    first = torch.cat([b[:, 0, 0] for b in again._kept_batches("train", CountedShard(codes), 8, rank=0)])
     assert torch.equal(first, epochs[0]), "the order follows the run's seed and the worker's rank"
