@@ -5,7 +5,7 @@ characters: see benchmarks/data/realart/README.md) are where a VAE tends to
 reconstruct whole pieces as blank space. This trains the default recipe (the
 run config's defaults, plus any `key=value` config keys given) in one process
 on one thread, as `recipe_probe.py` does, for the default budget (--steps, or
-else the config's budget: 430 steps unless it says otherwise), then prints val
+else the config's budget: 700 steps unless it says otherwise), then prints val
 ink_f1, near_collapse and space_collapse and draws validation inputs beside
 their reconstructions. The check holds when near_collapse <= 0.05.
 

@@ -21,9 +21,9 @@ from asciiray.errors import UserError
 VAE_PRESETS = Literal["seed", "small", "small-map", "tiny"]
 RENDERER_PRESETS = Literal["default", "tiny"]
 
-# `asciiray train`'s budget when none is given: what 10 epochs of the default run cost (3,000 embedded pieces,
-# 2,716 of them for training, in batches of 64: 43 steps an epoch), now the same for a corpus of any size.
-DEFAULT_MAX_STEPS = 430
+# `asciiray train`'s budget when none is given, the same for a corpus of any size: about 3 minutes of the default
+# run on a 2-core CPU (3,000 embedded pieces, 2,716 of them for training, in batches of 64: 16 epochs).
+DEFAULT_MAX_STEPS = 700
 # The options that say how long a run trains; --resume may change them (asciiray.train.budget).
 BUDGET_PATHS = frozenset({"optim.n_epochs", "optim.max_steps", "optim.time_budget"})
 
