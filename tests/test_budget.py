@@ -4,7 +4,6 @@ budget ends mid-epoch and --resume continues."""
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
@@ -42,8 +41,8 @@ def run_epochs(budget: Budget, start_epoch: int, step: int, steps_per_epoch: int
     return ends
 
 
-def test_default_budget_is_the_old_default_runs_steps():
-    assert DEFAULT_MAX_STEPS == math.ceil(2716 / 64) * 10
+def test_default_budget_is_a_number_of_steps():
+    assert DEFAULT_MAX_STEPS == 700
     cfg = config.build(TrainConfig, {})
     assert cfg.optim.n_epochs is None and cfg.budgeted().optim.max_steps == DEFAULT_MAX_STEPS
     for given in ({"n_epochs": 3}, {"max_steps": 7}, {"time_budget": 1.5}):
