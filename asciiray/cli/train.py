@@ -37,9 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_training_parser(sub, "train", TrainConfig, run_train, EXAMPLES, help="train the VAE with Ray Train",
                         description="Train the ASCII-art VAE on Ray Train (DDP, mixed precision, checkpoints "
-                                    "in a local directory or S3). With no options it trains the small preset "
+                                    "in a local directory or S3). With no options it trains the small-map preset "
                                     "on 3,000 pieces of the embedded FIGlet corpus for "
-                                    f"{DEFAULT_MAX_STEPS} steps, a few minutes on a CPU.")
+                                    f"{DEFAULT_MAX_STEPS} steps, about 3 minutes on 2 CPU cores.")
 
     p = add_training_parser(
         sub, "lr-find", TrainConfig, run_lr_find, LR_FIND_EXAMPLES, help="learning-rate range test of a VAE run",
