@@ -45,7 +45,8 @@ def main() -> None:
     parser.add_argument("-n", "--n-epochs", type=int, default=4, help="at least 2: the first is warm-up")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--max-pieces", type=int, default=2000)
-    parser.add_argument("--image-recon-loss-coeff", type=float, default=0.5)
+    parser.add_argument("--image-recon-loss-coeff", type=float, default=0.0,
+                        help="the rendered-image term's weight (0, the run's default: no render work in the step)")
     parser.add_argument("--plain-only", action="store_true",
                         help="time the plain loop alone, as this process's allocator has it (no re-exec)")
     args = parser.parse_args()
