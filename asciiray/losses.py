@@ -24,7 +24,8 @@ from asciiray.render import Renderer
 TAU_MIN = 0.5
 
 
-def char_weights(counts: torch.Tensor, scaling: float, space_deemph: float) -> torch.Tensor:
+def char_weights(counts: torch.Tensor, scaling: float, space_deemph: float | str,
+                 grid_counts: torch.Tensor | None = None) -> torch.Tensor:
     """Class weights [95] that favour rare characters: (1 / (count + 1)) ** scaling, space / space_deemph.
 
     `counts` are the raw per-character counts of the training pieces, so
@@ -33,16 +34,36 @@ def char_weights(counts: torch.Tensor, scaling: float, space_deemph: float) -> t
     character finite. The weights are divided by their largest before the
     space de-emphasis: the weighted-mean cross entropy does not depend on their
     scale, and this keeps them readable.
+
+    space_deemph "balanced" sets the de-emphasis from the corpus's ink density
+    instead of a constant: the space cells of the training grids (`grid_counts`,
+    padding included) then weigh as much in total as their ink cells, so a
+    sparse corpus, whose cells are mostly space, does not learn that a blank
+    grid is nearly right.
     """
-    if not space_deemph > 0:
-        raise UserError(f"space_deemph = {space_deemph} must be positive: 1 leaves the space weight alone")
+    counts = _counts(counts)
+    weight = (1.0 / (counts + 1.0)) ** scaling
+    weight = weight / weight.max()
+    if space_deemph == "balanced":
+        if grid_counts is None:
+            raise ValueError("a balanced space weight needs the training grids' character counts")
+        cells = _counts(grid_counts)
+        ink = torch.ones(NUM_CHARS, dtype=torch.bool)
+        ink[SPACE] = False
+        ink_mass = float(weight[ink] @ cells[ink])
+        space_deemph = float(weight[SPACE] * cells[SPACE]) / ink_mass if ink_mass > 0 else 1.0
+    elif not isinstance(space_deemph, (int, float)) or not space_deemph > 0:
+        raise UserError(f"space_deemph = {space_deemph} must be positive (1 leaves the space weight alone) "
+                        f"or balanced")
+    weight[SPACE] = weight[SPACE] / space_deemph
+    return weight.float()
+
+
+def _counts(counts: torch.Tensor) -> torch.Tensor:
     counts = torch.as_tensor(counts, dtype=torch.float64).flatten()
     if counts.numel() != NUM_CHARS or bool((counts < 0).any()):
         raise ValueError(f"expected {NUM_CHARS} non-negative character counts, got shape {list(counts.shape)}")
-    weight = (1.0 / (counts + 1.0)) ** scaling
-    weight = weight / weight.max()
-    weight[SPACE] = weight[SPACE] / space_deemph
-    return weight.float()
+    return counts
 
 
 def ce_loss(logp: torch.Tensor, codes: torch.Tensor, weight: torch.Tensor | None = None,

@@ -243,8 +243,8 @@ class Terminal:
         except pexpect.EOF:
             raise AssertionError("explore ended; its last screen:\n" + "\n".join(self.lines())) from None
 
-    def wait(self, ready, what: str, timeout: float = 30.0) -> list[str]:
-        """The first screen for which `ready(lines)` holds."""
+    def wait(self, ready, what: str, timeout: float = 120.0) -> list[str]:
+        """The first screen for which `ready(lines)` holds (a loaded machine can take a minute to start one)."""
         def shown() -> list[str] | None:
             if ready(lines := self.lines()):
                 return lines
@@ -273,7 +273,7 @@ class Terminal:
         import pexpect
 
         self.child.send("q")
-        self.child.expect(pexpect.EOF, timeout=30)
+        self.child.expect(pexpect.EOF, timeout=120)
         self.child.close()
         assert self.child.exitstatus == 0, (self.child.exitstatus, self.child.signalstatus)
 
@@ -287,7 +287,7 @@ def test_explorer_as_a_person_meets_it(learned_run, tmp_path):
     saved = tmp_path / "saved"
     term = Terminal([learned_run, "--seed", "1", "--frame-rate", "20", "--steps", "6", "--hold", "0.2",
                      "--save-dir", str(saved)], rows=14, cols=120, cwd=tmp_path)
-    term.wait(lambda s: "step" in s[-1] or "hold" in s[-1], "status line", timeout=120)
+    term.wait(lambda s: "step" in s[-1] or "hold" in s[-1], "status line")
 
     positions, frames = set(), set()
     term.wait(lambda s: positions.add(position(s[-1])) or frames.add(tuple(s[:-1])) or
@@ -322,7 +322,7 @@ def test_explorer_as_a_person_meets_it(learned_run, tmp_path):
 
 def test_explorer_in_a_small_terminal_says_so_and_adapts(learned_run, tmp_path):
     term = Terminal([learned_run, "--seed", "2"], rows=3, cols=24, cwd=tmp_path)
-    term.wait(lambda s: "too small" in " ".join(s), "the too-small message", timeout=120)
+    term.wait(lambda s: "too small" in " ".join(s), "the too-small message")
     term.resize(14, 100)
     term.wait(lambda s: "step" in s[-1] or "hold" in s[-1], "the frame and its status line")
     term.resize(3, 24)

@@ -100,6 +100,8 @@ def test_missing_config_file(tmp_path, capsys):
     (["--learning-rate", "fast"], "--learning-rate 'fast' is invalid"),
     (["--num-workers", "0"], "--num-workers '0'"),
     (["--preset", "huge"], "--preset 'huge' is unknown"),
+    (["--space-deemph", "sparse"], "--space-deemph 'sparse' is invalid"),
+    (["--space-deemph", "0"], "--space-deemph must be positive or balanced"),
     (["--renderer", "discrete"], "--renderer 'discrete' cannot drive the image loss: use continuous"),
     (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
 ])

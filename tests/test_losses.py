@@ -43,6 +43,21 @@ def test_char_weights_follow_the_formula():
         char_weights(counts, 1.0, 0.0)
 
 
+def test_a_balanced_space_weight_gives_space_and_ink_the_same_total_weight():
+    counts = torch.arange(NUM_CHARS, dtype=torch.float64) + 5.0
+    grid = counts.clone()
+    grid[SPACE] += 10_000.0  # the grids' padding: a sparse corpus
+    for scaling in (0.0, 0.7):
+        weight = char_weights(counts, scaling, "balanced", grid).double()
+        ink = torch.arange(NUM_CHARS) != SPACE
+        assert float(weight[SPACE] * grid[SPACE]) == pytest.approx(float(weight[ink] @ grid[ink]), rel=1e-6)
+        assert torch.equal(weight[ink], char_weights(counts, scaling, 1.0)[ink].double())
+    with pytest.raises(ValueError, match="grids"):
+        char_weights(counts, 0.0, "balanced")
+    with pytest.raises(UserError, match="balanced"):
+        char_weights(counts, 0.0, "sparse")
+
+
 def test_ce_is_zero_for_a_perfect_reconstruction():
     codes = random_codes()
     assert ce_loss(perfect_logp(codes), codes).item() == pytest.approx(0.0, abs=1e-6)

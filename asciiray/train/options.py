@@ -268,7 +268,10 @@ class LossSection(Section):
     image_recon_loss_coeff: float = option(0.0, "weight of the rendered-image term (--image-loss; 0 turns it off: "
                                                   "on a CPU it makes a small-preset step about 2.5x slower)")
     gumbel_tau_r: float = option(0.1, "Gumbel-softmax temperature decay: tau = max(0.5, exp(-r * epoch))")
-    space_deemph: float = option(5.0, "divide the class weight of the space character by this (higher: more ink)")
+    space_deemph: float | Literal["balanced"] = option(
+        5.0, "divide the class weight of the space character by this (higher: more ink), or balanced: by the "
+             "training grids' space cells over their ink cells, so that space and ink weigh the same in total "
+             "whatever the corpus's ink density")
     char_weights_scaling: float = option(0.0, "class weights (1/(count+1))^s from the training pieces' raw "
                                               "character counts: 1 is inverse frequency (the prototype's notes "
                                               "used 0.7), 0 equal weights")
@@ -291,8 +294,8 @@ class LossSection(Section):
                    "char_weights_scaling": self.char_weights_scaling, "roll_std": self.roll_std,
                    "where_coeff": self.where_coeff}, 0)
         _at_least({"font_res": self.font_res}, 1)
-        if not self.space_deemph > 0 or not self.font_zoom > 0:
-            raise UserError("--space-deemph and --font-zoom must be positive")
+        if self.space_deemph != "balanced" and not self.space_deemph > 0 or not self.font_zoom > 0:
+            raise UserError("--space-deemph must be positive or balanced, and --font-zoom positive")
         if not 0 <= self.ce_label_smoothing < 1:
             raise UserError(f"--ce-label-smoothing {self.ce_label_smoothing} must be in [0, 1)")
         if self.renderer != "continuous" and not self.renderer.startswith("neural:"):

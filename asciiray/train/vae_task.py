@@ -33,8 +33,8 @@ class VAETask(Task):
         plan = job.plan
         self.keeps_shards = plan is not None and ((plan.train + plan.val) * self.model_config.grid ** 2
                                                   <= data.MATERIALIZE_BYTES)
-        self.weight = char_weights(torch.tensor(job.plan.char_freq), loss.char_weights_scaling,
-                                   loss.space_deemph).to(device)
+        self.weight = char_weights(torch.tensor(plan.char_freq), loss.char_weights_scaling, loss.space_deemph,
+                                   torch.tensor(plan.grid_counts(self.model_config.grid))).to(device)
         self.renderer = make_renderer(loss.renderer, loss.font_res, loss.font_zoom).to(device)
         self.renderer.requires_grad_(False).eval()
         self.sample: torch.Tensor | None = None
