@@ -13,6 +13,11 @@ On a CPU both sides run with the allocator settings CPU training workers get
 (asciiray.runtime.CPU_ALLOCATOR_ENV): the script restarts itself with them, so
 the ratio compares the pipelines, not the allocators.
 
+With --ray-idle SECONDS it also counts the CPU time the local Ray's processes
+(the driver's descendants: GCS, raylet, dashboard, the idle Train and Data
+actors and workers) take over that many seconds after the Ray run, before the
+second plain loop: what the Ray processes that stay up cost the loop beside them.
+
     .venv/bin/python benchmarks/train_throughput.py --preset small -b 64 -n 4
     .venv/bin/python benchmarks/train_throughput.py --preset seed -b 256 -n 3 --precision bf16   # on a GPU
 """
@@ -49,6 +54,8 @@ def main() -> None:
                         help="the rendered-image term's weight (0, the run's default: no render work in the step)")
     parser.add_argument("--plain-only", action="store_true",
                         help="time the plain loop alone, as this process's allocator has it (no re-exec)")
+    parser.add_argument("--ray-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="count the local Ray's CPU time over this many seconds after the Ray run")
     args = parser.parse_args()
     if args.n_epochs < 2:
         parser.error("--n-epochs must be at least 2: the first epoch is the warm-up")
@@ -79,6 +86,7 @@ def main() -> None:
         ours, wait, history = ray_path(cfg, (ReportTimes(os.path.join(runs, "reports.txt")),))
         with open(os.path.join(runs, "reports.txt")) as f:
             reported = [float(line) for line in f]
+        idle = ray_cpu_seconds(args.ray_idle) if args.ray_idle else None
         after = plain()
     mean = (before + after) / 2
     print(f"device: {torch.cuda.get_device_name() if use_gpu else 'CPU'} ({threads} threads), preset {args.preset}, "
@@ -94,6 +102,26 @@ def main() -> None:
         print(f"epoch {i}: {gap:.2f} s report to report, {steps_s:.2f} s in steps, {h['val_s']:.2f} s validating: "
               f"{besides:.2f} s besides (data wait {h['data_wait']:.1%}, sample, checkpoint, report)")
     print(f"epoch 1: data wait {history[0]['data_wait']:.1%}")
+    if idle is not None:
+        print(f"local Ray after the run: {idle:.2f} CPU s in {args.ray_idle:g} s "
+              f"({idle / args.ray_idle:.1%} of one core)")
+
+
+def ray_cpu_seconds(seconds: float) -> float:
+    """CPU seconds this process's descendants (the local Ray's processes) use over the next `seconds`."""
+    import psutil
+
+    def used(p: psutil.Process) -> float:
+        try:
+            t = p.cpu_times()
+            return t.user + t.system
+        except psutil.Error:  # ended meanwhile
+            return 0.0
+
+    processes = psutil.Process().children(recursive=True)
+    start = {p.pid: used(p) for p in processes}
+    time.sleep(seconds)
+    return sum(max(0.0, used(p) - start[p.pid]) for p in processes)
 
 
 class ReportTimes(UserCallback):
