@@ -84,6 +84,13 @@ def parse_recipe(text: str) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A recipe's (run config keys, VAEConfig fields): its `model.` keys, prefix dropped, are the latter."""
+    run = {k: v for k, v in options.items() if not k.startswith("model.")}
+    model = {k.removeprefix("model."): v for k, v in options.items() if k.startswith("model.")}
+    return run, model
+
+
 def split_top_level(text: str) -> list[str]:
     """Split at commas outside brackets, so `model.decoder_channels=[32,32,32]` stays one pair."""
     parts, depth, start = [], 0, 0
@@ -112,10 +119,9 @@ class Curve:
         self.name, self.args, self.device = name, args, device
         self.dir = Path(args.out) / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        model_fields = {k.removeprefix("model."): v for k, v in options.items() if k.startswith("model.")}
+        run_options, model_fields = split_options(options)
         values = {"corpus": args.corpus, "max_pieces": args.max_pieces, "storage_path": str(self.dir),
-                  "run_name": "curve", "preset": args.preset,
-                  **{k: v for k, v in options.items() if not k.startswith("model.")}}
+                  "run_name": "curve", "preset": args.preset, **run_options}
         precision = args.precision if args.precision != "auto" else "bf16" if device.type == "cuda" else "32"
         self.cfg, job, grids = vae_setup(values, precision)
         self.precision = precision

@@ -30,7 +30,7 @@ from asciiray.embedded import DEFAULT_CORPUS
 from asciiray.train.vae_task import VAETask
 from asciiray.models import get_preset
 from gpu_check import Bench, vae_setup  # this directory's
-from learning_curve import parse_recipe
+from learning_curve import parse_recipe, split_options
 
 
 def main() -> None:
@@ -89,9 +89,8 @@ def recipe_benches(args: argparse.Namespace, values: dict, device: torch.device)
     benches = {}
     for spec in args.recipe:
         name, options = parse_recipe(spec)
-        model_fields = {k.removeprefix("model."): v for k, v in options.items() if k.startswith("model.")}
-        cfg, job, grids = vae_setup({**values, **{k: v for k, v in options.items() if not k.startswith("model.")}},
-                                    args.precision)
+        run_options, model_fields = split_options(options)
+        cfg, job, grids = vae_setup({**values, **run_options}, args.precision)
         task = VAETask(job, device)
         task.model_config = get_preset(cfg.model.preset, **model_fields)
         benches[name] = Bench(task, grids, args.batch_size, args.precision, device)

@@ -294,7 +294,7 @@ class LossSection(Section):
                    "char_weights_scaling": self.char_weights_scaling, "roll_std": self.roll_std,
                    "where_coeff": self.where_coeff}, 0)
         _at_least({"font_res": self.font_res}, 1)
-        if self.space_deemph != "balanced" and not self.space_deemph > 0 or not self.font_zoom > 0:
+        if (self.space_deemph != "balanced" and not self.space_deemph > 0) or not self.font_zoom > 0:
             raise UserError("--space-deemph must be positive or balanced, and --font-zoom positive")
         if not 0 <= self.ce_label_smoothing < 1:
             raise UserError(f"--ce-label-smoothing {self.ce_label_smoothing} must be in [0, 1)")
