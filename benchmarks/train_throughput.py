@@ -6,8 +6,11 @@ precision, threads and step: the plain loop is the loop's own `TrainStep`
 (gpu_check.Bench), timed over the steps of all epochs but the first after the
 first epoch's steps as warm-up; the Ray path's figure is its mean samples/s of
 the epochs after the first (the training part of each epoch). The plain loop
-runs before and after the Ray run and the two are averaged, so machine noise
-hits both sides alike. Prints both figures and the ratio.
+runs before and after each Ray run and the two are averaged, so machine noise
+hits both sides alike: a shared machine's speed drifts by several per cent
+within minutes. With --rounds R the Ray run is repeated R times, each between
+two plain loops (plain, Ray, plain, Ray, ..., plain); prints both figures and
+the ratio of each round, and the median ratio.
 
 On a CPU both sides run with the allocator settings CPU training workers get
 (asciiray.runtime.CPU_ALLOCATOR_ENV): the script restarts itself with them, so
@@ -19,6 +22,7 @@ actors and workers) take over that many seconds after the Ray run, before the
 second plain loop: what the Ray processes that stay up cost the loop beside them.
 
     .venv/bin/python benchmarks/train_throughput.py --preset small -b 64 -n 4
+    .venv/bin/python benchmarks/train_throughput.py --preset small -b 64 -n 3 --max-pieces 6000 --rounds 3
     .venv/bin/python benchmarks/train_throughput.py --preset seed -b 256 -n 3 --precision bf16   # on a GPU
 """
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -35,6 +40,7 @@ from typing import Any
 import torch
 from ray.train.v2.api.callback import UserCallback
 
+from asciiray import config
 from asciiray.embedded import DEFAULT_CORPUS
 from asciiray.runtime import CPU_ALLOCATOR_ENV, cpu_allocator_env
 from asciiray.train.runner import resolve_precision
@@ -55,10 +61,13 @@ def main() -> None:
     parser.add_argument("--plain-only", action="store_true",
                         help="time the plain loop alone, as this process's allocator has it (no re-exec)")
     parser.add_argument("--ray-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="count the local Ray's CPU time over this many seconds after the Ray run")
+                        help="count the local Ray's CPU time over this many seconds after the last Ray run")
+    parser.add_argument("--rounds", type=int, default=1, help="Ray runs, each between two plain loops")
     args = parser.parse_args()
     if args.n_epochs < 2:
         parser.error("--n-epochs must be at least 2: the first epoch is the warm-up")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     logging.basicConfig(level=logging.WARNING)
 
     use_gpu = torch.cuda.is_available()
@@ -83,28 +92,40 @@ def main() -> None:
         if args.plain_only:
             print(f"plain PyTorch loop: {before:.1f} samples/s")
             return
-        ours, wait, history = ray_path(cfg, (ReportTimes(os.path.join(runs, "reports.txt")),))
-        with open(os.path.join(runs, "reports.txt")) as f:
-            reported = [float(line) for line in f]
-        idle = ray_cpu_seconds(args.ray_idle) if args.ray_idle else None
-        after = plain()
-    mean = (before + after) / 2
-    print(f"device: {torch.cuda.get_device_name() if use_gpu else 'CPU'} ({threads} threads), preset {args.preset}, "
-          f"batch {args.batch_size}, precision {precision}, {len(grids)} pieces/epoch, {args.n_epochs} epochs")
-    print(f"plain loop (the loop's TrainStep, from memory): {mean:.1f} samples/s (before {before:.1f}, "
-          f"after {after:.1f})")
-    print(f"asciiray train (Ray Train, 1 worker): {ours:.1f} samples/s, data wait {wait:.1%}")
-    print(f"ratio: {ours / mean:.3f}")
+        print(f"device: {torch.cuda.get_device_name() if use_gpu else 'CPU'} ({threads} threads), preset "
+              f"{args.preset}, batch {args.batch_size}, precision {precision}, {len(grids)} pieces/epoch, "
+              f"{args.n_epochs} epochs", flush=True)
+        ratios = []
+        for r in range(1, args.rounds + 1):
+            reports = os.path.join(runs, f"reports-{r}.txt")
+            ours, wait, history = ray_path(config.replace(cfg, run_name=f"bench-{r}"), (ReportTimes(reports),))
+            with open(reports) as f:
+                reported = [float(line) for line in f]
+            idle = ray_cpu_seconds(args.ray_idle) if args.ray_idle and r == args.rounds else None
+            after = plain()
+            mean = (before + after) / 2
+            ratios.append(ours / mean)
+            print(f"round {r}: plain loop (the loop's TrainStep, from memory) {mean:.1f} samples/s (before "
+                  f"{before:.1f}, after {after:.1f}); asciiray train (Ray Train, 1 worker) {ours:.1f} samples/s, "
+                  f"data wait {wait:.1%}; ratio {ours / mean:.3f}")
+            print_epochs(history, reported, len(grids))
+            if idle is not None:
+                print(f"local Ray after the run: {idle:.2f} CPU s in {args.ray_idle:g} s "
+                      f"({idle / args.ray_idle:.1%} of one core)")
+            before = after
     print(f"worker torch threads: {history[0]['threads']} (CPUs reserved per worker: {cfg.resources.cpus_per_worker:g})")
+    print(f"ratio: {statistics.median(ratios):.3f}" + (f" (median of {args.rounds} rounds: "
+          f"{', '.join(f'{x:.3f}' for x in ratios)})" if args.rounds > 1 else ""))
+
+
+def print_epochs(history: list[dict[str, Any]], reported: list[float], pieces: int) -> None:
+    """What each epoch after the first spent besides its steps and validation, and the first's data wait."""
     for i, (h, gap) in enumerate(zip(history[1:], (b - a for a, b in zip(reported, reported[1:]))), start=2):
-        steps_s = len(grids) / h["samples_per_s"] * (1 - h["data_wait"])
+        steps_s = pieces / h["samples_per_s"] * (1 - h["data_wait"])
         besides = gap - steps_s - h["val_s"]
-        print(f"epoch {i}: {gap:.2f} s report to report, {steps_s:.2f} s in steps, {h['val_s']:.2f} s validating: "
-              f"{besides:.2f} s besides (data wait {h['data_wait']:.1%}, sample, checkpoint, report)")
-    print(f"epoch 1: data wait {history[0]['data_wait']:.1%}")
-    if idle is not None:
-        print(f"local Ray after the run: {idle:.2f} CPU s in {args.ray_idle:g} s "
-              f"({idle / args.ray_idle:.1%} of one core)")
+        print(f"  epoch {i}: {gap:.2f} s report to report, {steps_s:.2f} s in steps, {h['val_s']:.2f} s "
+              f"validating: {besides:.2f} s besides (data wait {h['data_wait']:.1%}, sample, checkpoint, report)")
+    print(f"  epoch 1: data wait {history[0]['data_wait']:.1%}")
 
 
 def ray_cpu_seconds(seconds: float) -> float:

@@ -18,17 +18,19 @@ from tests.conftest import batches, vae_task
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
-def test_equals_cross_entropy_of_the_conv(monkeypatch, padded, weighted, smoothing, memory_format):
+@pytest.mark.parametrize("features", [8, 16])
+def test_equals_cross_entropy_of_the_conv(monkeypatch, padded, weighted, smoothing, memory_format, features):
     """Loss, argmax and gradients equal F.cross_entropy of the 1x1 conv's first 95 logits, in float64,
     across chunk and thread boundaries (chunks of 100 cells over 2 threads), for features in either memory
-    format; the features' gradient keeps theirs."""
+    format and either order of the weight gradient's product (under 16 rows with the bias, and not); the
+    features' gradient keeps theirs."""
     monkeypatch.setattr(head_loss, "CHUNK_CELLS", 100)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         g = torch.Generator().manual_seed(0)
-        head = torch.nn.Conv2d(8, 95 + padded, 1).double()
-        x = torch.randn(3, 8, 16, 16, dtype=torch.float64, generator=g).contiguous(
+        head = torch.nn.Conv2d(features, 95 + padded, 1).double()
+        x = torch.randn(3, features, 16, 16, dtype=torch.float64, generator=g).contiguous(
             memory_format=memory_format).requires_grad_()
         codes = torch.randint(0, 95, (3, 16, 16), generator=g)
         weight = torch.rand(95, generator=g) + 0.1 if weighted else None

@@ -225,10 +225,17 @@ class _ToNCHW(torch.autograd.Function):
         return grad.contiguous(memory_format=torch.channels_last)
 
 
+# (row, column) pairs per slice of the lookup's gradient: their 4 MiB of int64 stay in cache between the pass
+# that writes them and the scatter that reads them (a batch of 64 grids of 64 x 64 with 8 columns in a
+# training step: 2.0 ms, against 4.9 ms for all pairs at once).
+LOOKUP_PAIRS = 2 ** 19
+
+
 class _Lookup(torch.autograd.Function):
-    """Rows of an embedding table, whose gradient is summed by one bincount over (row, column) pairs: on a CPU
-    F.embedding's backward sorts the indices first and index_select's adds the rows one at a time (a batch of
-    64 grids of 64 x 64 with 8 columns: 3.3 ms against 11 ms for the index_add)."""
+    """Rows of an embedding table, whose gradient is summed by flat scatter_adds over (row, column) pairs: on a
+    CPU F.embedding's backward sorts the indices first, index_select's adds the rows one at a time, and a
+    bincount scans the pairs twice more for their range (the same batch, alone: 12.5 ms for the index_add, 4.2
+    ms for the bincount)."""
 
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -240,9 +247,13 @@ class _Lookup(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (index,) = ctx.saved_tensors
         columns = grad.shape[1]
-        pairs = (index.unsqueeze(1) * columns + torch.arange(columns, device=index.device)).view(-1)
-        sums = torch.bincount(pairs, weights=grad.reshape(-1), minlength=ctx.rows * columns)
-        return sums.view(ctx.rows, columns).to(grad.dtype), None
+        offsets = torch.arange(columns, device=index.device)
+        sums = grad.new_zeros(ctx.rows * columns)
+        step = max(1, LOOKUP_PAIRS // columns)
+        for lo in range(0, len(index), step):
+            pairs = torch.add(offsets, index[lo:lo + step].unsqueeze(1), alpha=columns).view(-1)
+            sums.scatter_add_(0, pairs, grad[lo:lo + step].reshape(-1))
+        return sums.view(ctx.rows, columns), None
 
 
 class VAE(nn.Module):
