@@ -45,10 +45,12 @@ from PIL import Image
 from asciiray import charset, data
 from asciiray.embedded import DEFAULT_CORPUS
 from asciiray.metrics import score
-from asciiray.models import VAE, get_preset
+from asciiray.models import VAE, VAEConfig, get_preset
 from asciiray.train import checkpoint as train_checkpoint
 from asciiray.train import schedule
+from asciiray.train.job import Job
 from asciiray.train.loop import autocast_for
+from asciiray.train.options import TrainConfig
 from asciiray.train.step import TrainStep, load_adam_state, make_adam
 from asciiray.train.local import LocalVAETask
 
@@ -84,11 +86,14 @@ def parse_recipe(text: str) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
-def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A recipe's (run config keys, VAEConfig fields): its `model.` keys, prefix dropped, are the latter."""
+def recipe_setup(values: dict[str, Any], options: dict[str, Any], precision: str
+                 ) -> tuple[TrainConfig, Job, torch.Tensor, VAEConfig]:
+    """vae_setup of `values` with a recipe's options: its run config keys over `values`, and its `model.` keys
+    (prefix dropped) as fields over its preset, in the VAEConfig returned last (the task's model_config)."""
     run = {k: v for k, v in options.items() if not k.startswith("model.")}
     model = {k.removeprefix("model."): v for k, v in options.items() if k.startswith("model.")}
-    return run, model
+    cfg, job, grids = vae_setup({**values, **run}, precision)
+    return cfg, job, grids, get_preset(cfg.model.preset, **model)
 
 
 def split_top_level(text: str) -> list[str]:
@@ -119,14 +124,13 @@ class Curve:
         self.name, self.args, self.device = name, args, device
         self.dir = Path(args.out) / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        run_options, model_fields = split_options(options)
         values = {"corpus": args.corpus, "max_pieces": args.max_pieces, "storage_path": str(self.dir),
-                  "run_name": "curve", "preset": args.preset, **run_options}
+                  "run_name": "curve", "preset": args.preset}
         precision = args.precision if args.precision != "auto" else "bf16" if device.type == "cuda" else "32"
-        self.cfg, job, grids = vae_setup(values, precision)
+        self.cfg, job, grids, model_config = recipe_setup(values, options, precision)
         self.precision = precision
         self.task = LocalVAETask(job, device, grids.to(device))
-        self.task.model_config = get_preset(self.cfg.model.preset, **model_fields)
+        self.task.model_config = model_config
         grid = self.task.model_config.grid
         uri, val_prop, max_pieces = self.cfg.data.corpus, self.cfg.data.validation_prop, self.cfg.data.max_pieces
         val = data.validation_pieces(uri, grid, val_prop, args.score_pieces, max_pieces)

@@ -28,9 +28,8 @@ import torch
 
 from asciiray.embedded import DEFAULT_CORPUS
 from asciiray.train.vae_task import VAETask
-from asciiray.models import get_preset
 from gpu_check import Bench, vae_setup  # this directory's
-from learning_curve import parse_recipe, split_options
+from learning_curve import parse_recipe, recipe_setup
 
 
 def main() -> None:
@@ -85,14 +84,13 @@ def option_benches(args: argparse.Namespace, values: dict, device: torch.device)
 
 
 def recipe_benches(args: argparse.Namespace, values: dict, device: torch.device) -> dict[str, Bench]:
-    """Each recipe's step: its config keys over `values`, its `model.` fields over its preset."""
+    """Each recipe's step (learning_curve.recipe_setup)."""
     benches = {}
     for spec in args.recipe:
         name, options = parse_recipe(spec)
-        run_options, model_fields = split_options(options)
-        cfg, job, grids = vae_setup({**values, **run_options}, args.precision)
+        _, job, grids, model_config = recipe_setup(values, options, args.precision)
         task = VAETask(job, device)
-        task.model_config = get_preset(cfg.model.preset, **model_fields)
+        task.model_config = model_config
         benches[name] = Bench(task, grids, args.batch_size, args.precision, device)
     return benches
 

@@ -18,8 +18,9 @@ the ratio compares the pipelines, not the allocators.
 
 With --ray-idle SECONDS it also counts the CPU time the local Ray's processes
 (the driver's descendants: GCS, raylet, dashboard, the idle Train and Data
-actors and workers) take over that many seconds after the Ray run, before the
-second plain loop: what the Ray processes that stay up cost the loop beside them.
+actors and workers) take over that many seconds after the last Ray run, before
+the last plain loop: what the Ray processes that stay up cost the loop beside
+them.
 
     .venv/bin/python benchmarks/train_throughput.py --preset small -b 64 -n 4
     .venv/bin/python benchmarks/train_throughput.py --preset small -b 64 -n 3 --max-pieces 6000 --rounds 3

@@ -140,16 +140,17 @@ def _chunk_pass(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targe
     """Loss and weight and bias gradients of `chunks`, writing their predictions and feature gradients."""
     classes, features = weight.shape[0], weight.shape[1]
     loss = x.new_zeros(())
-    # The bias as one more input feature that is always 1: the logits and the weight and bias gradients are
-    # then one product each, with no pass to add the bias or to sum the bias gradient.
+    # The bias as one more input feature that is always 1: the logits are one product, with no pass to add
+    # the bias.
     weight_bias = torch.cat([weight, bias], dim=1)
-    # Their gradient, under 16 rows with the bias, is one product summed transposed, [features + 1, classes]
-    # (MKL: 22 against 42 us a chunk for 9 rows in the other order). From 16 rows on that order takes twice
-    # as long, and the weight gradient is the product with the chunk's features as they lie (channels-last:
-    # [cells, features]), the bias gradient a sum (41 against 70 us for 16 features, 61 against 113 for 32).
+    # Under 16 rows with the bias, the weight and bias gradients are one product too, summed transposed,
+    # [features + 1, classes] (MKL: 22 against 42 us a chunk for 9 rows in the other order). From 16 rows on
+    # that order takes twice as long, and the weight gradient is the product with the chunk's features as they
+    # lie (channels-last: [cells, features]), the bias gradient a sum (41 against 70 us for 16 features, 61
+    # against 113 for 32).
     together = features + 1 < 16
-    grad_weight_bias = x.new_zeros(features + 1 if together else 0, classes)
-    grad_weight = x.new_zeros(0 if together else classes, features)
+    grad_weight_bias = x.new_zeros(features + 1, classes)
+    grad_weight = x.new_zeros(classes, features)
     grad_bias = x.new_zeros(classes)
     inputs = x.new_ones(features + 1, chunk_cells)
     weight_t = weight.t()
